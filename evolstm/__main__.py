@@ -1,0 +1,3 @@
+from evolstm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The protocol every optimiser implements, and the context the trainer hands it.
+
+The trainer never knows which agent it drives: it builds an :class:`AgentContext`,
+constructs the agent with its validated options, and calls :meth:`Agent.step` until the
+budget is spent. Fitness and returns are **maximised** everywhere.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import pydantic
+import torch
+
+from evolstm.evaluation import Evaluator
+from evolstm.policy import PolicySpec
+
+Family = Literal["es", "pg"]
+
+
+class AgentOptions(pydantic.BaseModel):
+    """Base for agent-specific options (the keys under ``agent:`` besides ``name``).
+
+    Unknown keys are errors so that a typo never silently falls back to a default.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclass
+class AgentContext:
+    """What the trainer gives an agent.
+
+    :param policy_spec: the network every member/learner uses.
+    :param seed: the run's seed; agents derive all their randomness from it.
+    :param evaluator: evaluates a population ``[P, D]`` of flat parameter vectors
+        (local or Ray-backed; es family).
+    :param make_vector_env: builds a vector env of ``n`` slots for the task (pg family).
+    """
+
+    policy_spec: PolicySpec
+    seed: int
+    evaluator: Evaluator
+    make_vector_env: Callable[[int], gym.vector.VectorEnv]
+
+
+class Agent(ABC):
+    """One optimiser. Subclasses set ``family`` and ``Options`` and implement the methods."""
+
+    family: ClassVar[Family]
+    Options: ClassVar[type[AgentOptions]] = AgentOptions
+
+    def __init__(self, options: AgentOptions, ctx: AgentContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """Run one iteration (one generation / one update).
+
+        Returns metrics; must contain ``env_steps`` (env steps taken in this iteration)
+        and should contain ``return_mean`` and ``return_max`` (returns seen in it).
+        """
+
+    @abstractmethod
+    def policy_vector(self) -> torch.Tensor:
+        """The flat parameters ``[D]`` of the policy to evaluate and save now."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (picklable by ``torch.save``)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (actors, envs)."""
