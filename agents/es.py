@@ -1,0 +1,293 @@
+"""EvoTorch's search algorithms over the flat LSTM parameters.
+
+PGPE (Sehnke et al. 2010, https://doi.org/10.1016/j.neunet.2009.12.004), CMA-ES (Hansen &
+Ostermeier 2001), SNES (Schaul et al. 2011), XNES (Glasmachers et al. 2010), CEM
+(Rubinstein 1999) and CoSyNE (Gomez, Schmidhuber & Miikkulainen, JMLR 2008) come from
+EvoTorch; evolstm supplies the fitness: an EvoTorch ``Problem`` whose batch evaluation
+hands the whole population ``[P, D]`` to the evolstm evaluator (batched, optionally on Ray)
+instead of GymNE's one-solution-at-a-time loop. Every member of a generation meets the
+same episode seeds; the seeds move on each generation. Fitness is maximised.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pydantic
+import torch
+from evotorch import Problem, SolutionBatch
+from evotorch.algorithms import CEM as EvoCEM
+from evotorch.algorithms import CMAES as EvoCMAES
+from evotorch.algorithms import PGPE as EvoPGPE
+from evotorch.algorithms import SNES as EvoSNES
+from evotorch.algorithms import XNES as EvoXNES
+from evotorch.algorithms import Cosyne as EvoCosyne
+from evotorch.algorithms.searchalgorithm import SearchAlgorithm
+
+from evolstm.agent import Agent, AgentContext, AgentOptions
+from evolstm.evaluation import TRAIN_STREAM, Evaluator, EvaluationResult, episode_seeds
+from evolstm.policy import build_layout, init_vector
+
+
+class EvaluatorProblem(Problem):
+    """An EvoTorch problem whose fitness is the mean return of ``episodes`` episodes.
+
+    :param evaluator: evaluates ``[P, D]`` batches (local or Ray).
+    :param dim: D, the flat parameter count.
+    :param run_seed: root of the episode-seed stream and of EvoTorch's sampling generator.
+    :param episodes: episodes per member per generation (E).
+    """
+
+    def __init__(
+        self, evaluator: Evaluator, dim: int, *, run_seed: int, episodes: int, init_radius: float
+    ) -> None:
+        super().__init__(
+            objective_sense="max",
+            solution_length=dim,
+            initial_bounds=(-init_radius, init_radius),
+            dtype=torch.float32,
+            seed=run_seed,
+        )
+        self.evaluator: Evaluator | None = evaluator
+        self.run_seed = run_seed
+        self.episodes = episodes
+        self.generation = 0
+        self.last_result: EvaluationResult | None = None
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        if self.evaluator is None:
+            raise RuntimeError("EvaluatorProblem has no evaluator attached (restored state?)")
+        seeds = episode_seeds(self.run_seed, TRAIN_STREAM, self.generation, self.episodes)
+        result = self.evaluator.evaluate(batch.values.detach(), seeds)
+        batch.set_evals(torch.as_tensor(result.mean_returns, dtype=torch.float32))
+        self.last_result = result
+        self.generation += 1
+
+    def _get_cloned_state(self, *, memo: dict) -> dict:
+        # The evaluator (env handles, Ray actors) is not part of the algorithm's state.
+        evaluator, self.evaluator = self.evaluator, None
+        try:
+            return super()._get_cloned_state(memo=memo)
+        finally:
+            self.evaluator = evaluator
+
+
+class ESOptions(AgentOptions):
+    """Options every EvoTorch agent shares."""
+
+    popsize: int = pydantic.Field(64, ge=2, description="members per generation (P)")
+    episodes: int = pydantic.Field(1, ge=1, description="episodes per member per generation (E)")
+    stdev_init: float = pydantic.Field(0.1, gt=0, description="initial search stdev")
+
+
+class EvoTorchAgent(Agent):
+    """Drives one EvoTorch searcher; subclasses only build it."""
+
+    family: ClassVar[Literal["es"]] = "es"
+    Options: ClassVar[type[AgentOptions]] = ESOptions
+
+    def __init__(self, options: ESOptions, ctx: AgentContext) -> None:
+        super().__init__(options, ctx)
+        self.layout = build_layout(ctx.policy_spec)
+        center = init_vector(ctx.policy_spec, torch.Generator().manual_seed(ctx.seed))
+        self.problem = EvaluatorProblem(
+            ctx.evaluator,
+            self.layout.size,
+            run_seed=ctx.seed,
+            episodes=options.episodes,
+            init_radius=float(center.abs().max()),
+        )
+        self.searcher = self.build_searcher(self.problem, center)
+        self.best_vector = center.clone()
+        self.best_fitness = -np.inf
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        raise NotImplementedError
+
+    def step(self) -> dict[str, float]:
+        self.searcher.step()
+        result = self.problem.last_result
+        assert result is not None
+        fitness = result.mean_returns
+        best = int(np.argmax(fitness))
+        if fitness[best] > self.best_fitness:
+            self.best_fitness = float(fitness[best])
+            self.best_vector = self.searcher.population.values[best].detach().clone()
+        metrics = {
+            "env_steps": float(result.env_steps),
+            "return_mean": float(fitness.mean()),
+            "return_max": float(fitness.max()),
+            "return_min": float(fitness.min()),
+            "best_fitness_ever": self.best_fitness,
+        }
+        if result.successes is not None:
+            metrics["success_rate"] = float(result.successes.mean())
+        stdev = self.searcher.status.get("stdev") if "stdev" in self.searcher.status else None
+        if stdev is not None:
+            metrics["stdev_mean"] = float(torch.as_tensor(stdev).mean())
+        return metrics
+
+    def policy_vector(self) -> torch.Tensor:
+        if "center" in self.searcher.status:
+            return torch.as_tensor(self.searcher.status["center"]).detach().clone().float()
+        return self.best_vector.clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        buffer = io.BytesIO()
+        pickle.dump(self.searcher, buffer)
+        return {
+            "searcher": buffer.getvalue(),
+            "best_vector": self.best_vector.clone(),
+            "best_fitness": self.best_fitness,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        searcher = pickle.loads(state["searcher"])
+        searcher.problem.evaluator = self.ctx.evaluator
+        self.searcher = searcher
+        self.problem = searcher.problem
+        self.best_vector = state["best_vector"].clone()
+        self.best_fitness = float(state["best_fitness"])
+
+
+class PGPEOptions(ESOptions):
+    center_lr: float = pydantic.Field(0.1, gt=0, description="centre learning rate")
+    stdev_lr: float = pydantic.Field(0.1, gt=0, description="stdev learning rate")
+    optimizer: Literal["adam", "clipup", "sgd"] = "adam"
+    stdev_max_change: float = pydantic.Field(0.2, gt=0)
+    ranking: Literal["centered", "linear", "nes", "raw"] = "centered"
+    symmetric: bool = True
+
+
+class PGPE(EvoTorchAgent):
+    """Policy gradients with parameter-based exploration (EvoTorch ``PGPE``)."""
+
+    Options = PGPEOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: PGPEOptions = self.options  # type: ignore[assignment]
+        return EvoPGPE(
+            problem,
+            popsize=o.popsize,
+            center_learning_rate=o.center_lr,
+            stdev_learning_rate=o.stdev_lr,
+            stdev_init=o.stdev_init,
+            optimizer=o.optimizer,
+            ranking_method=o.ranking,
+            stdev_max_change=o.stdev_max_change,
+            symmetric=o.symmetric,
+            center_init=center,
+        )
+
+
+class CMAESOptions(ESOptions):
+    separable: bool = False
+    active: bool = True
+
+
+class CMAES(EvoTorchAgent):
+    """Covariance matrix adaptation evolution strategy (EvoTorch ``CMAES``)."""
+
+    Options = CMAESOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: CMAESOptions = self.options  # type: ignore[assignment]
+        return EvoCMAES(
+            problem,
+            stdev_init=o.stdev_init,
+            popsize=o.popsize,
+            center_init=center,
+            separable=o.separable,
+            active=o.active,
+        )
+
+
+class NESOptions(ESOptions):
+    center_lr: float | None = pydantic.Field(None, gt=0, description="None: the NES default")
+    stdev_lr: float | None = pydantic.Field(None, gt=0, description="None: the NES default")
+
+
+class SNES(EvoTorchAgent):
+    """Separable natural evolution strategy (EvoTorch ``SNES``)."""
+
+    Options = NESOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: NESOptions = self.options  # type: ignore[assignment]
+        return EvoSNES(
+            problem,
+            stdev_init=o.stdev_init,
+            popsize=o.popsize,
+            center_learning_rate=o.center_lr,
+            stdev_learning_rate=o.stdev_lr,
+            center_init=center,
+        )
+
+
+class XNES(EvoTorchAgent):
+    """Exponential natural evolution strategy (EvoTorch ``XNES``)."""
+
+    Options = NESOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: NESOptions = self.options  # type: ignore[assignment]
+        return EvoXNES(
+            problem,
+            stdev_init=o.stdev_init,
+            popsize=o.popsize,
+            center_learning_rate=o.center_lr,
+            stdev_learning_rate=o.stdev_lr,
+            center_init=center,
+        )
+
+
+class CEMOptions(ESOptions):
+    parenthood_ratio: float = pydantic.Field(0.5, gt=0, lt=1)
+    stdev_max_change: float | None = pydantic.Field(None, gt=0)
+
+
+class CEM(EvoTorchAgent):
+    """Cross-entropy method (EvoTorch ``CEM``)."""
+
+    Options = CEMOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: CEMOptions = self.options  # type: ignore[assignment]
+        return EvoCEM(
+            problem,
+            popsize=o.popsize,
+            parenthood_ratio=o.parenthood_ratio,
+            stdev_init=o.stdev_init,
+            stdev_max_change=o.stdev_max_change,
+            center_init=center,
+        )
+
+
+class CoSyNEOptions(ESOptions):
+    tournament_size: int = pydantic.Field(4, ge=2)
+    mutation_probability: float | None = pydantic.Field(0.3, gt=0, le=1)
+    elitism_ratio: float | None = pydantic.Field(0.1, ge=0, lt=1)
+    permute_all: bool = False
+
+
+class CoSyNE(EvoTorchAgent):
+    """Cooperative synapse neuroevolution (EvoTorch ``Cosyne``): per-weight subpopulations
+    permuted across members. ``stdev_init`` is the Gaussian mutation stdev. The first
+    population is drawn uniformly within the initial weights' range."""
+
+    Options = CoSyNEOptions
+
+    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        o: CoSyNEOptions = self.options  # type: ignore[assignment]
+        return EvoCosyne(
+            problem,
+            popsize=o.popsize,
+            tournament_size=o.tournament_size,
+            mutation_stdev=o.stdev_init,
+            mutation_probability=o.mutation_probability,
+            elitism_ratio=o.elitism_ratio,
+            permute_all=o.permute_all,
+        )

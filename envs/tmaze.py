@@ -1,0 +1,225 @@
+"""Bakker's long-term-dependency T-maze (``evolstm/TMaze-v0``).
+
+B. Bakker, "Reinforcement learning with long short-term memory", NIPS 14 (2002), section 4;
+used as a benchmark by D. Wierstra, A. Foerster, J. Peters and J. Schmidhuber, "Solving deep
+memory POMDPs with recurrent policy gradients", ICANN 2007.
+
+Layout (N = ``length``)::
+
+                          [North arm]
+    S  c  c  ...  c  c  J
+                          [South arm]
+    x: 0  1  ...   N-1   N
+
+The agent starts at the left end ``x = 0`` (S), walks N cells East to the junction ``x = N``
+(J), and there moves North or South into one of the two arms, which ends the episode. The
+goal arm is drawn per episode (one ``integers(2)`` draw from the env's generator at reset);
+only the road sign at the start cell tells which arm it is, so the agent must carry that
+one bit over at least N steps.
+
+* **Observation**: ``MultiBinary(3)`` (int8), Bakker's codes: start cell ``011`` when the
+  goal is North, ``110`` when it is South; every corridor cell ``101``; the junction ``010``
+  (also returned after the episode ends). Bakker lists the two start codes without saying
+  which side each one means; 011 = North is this package's convention. The sign belongs to
+  the start cell, so an agent that walks back to ``x = 0`` sees it again (Bakker's grid
+  maze); a memoryless policy still cannot use it at the junction, whose code is the same
+  for both goal sides.
+* **Action**: ``Discrete(4)``, compass moves 0 = North, 1 = East, 2 = South, 3 = West. A move
+  into a wall (West at the start, East at the junction, North/South in the corridor) leaves
+  the agent where it is.
+* **Reward**: +4 for entering the goal arm, -0.1 for entering the other arm (Bakker's values;
+  both terminate the episode). Every other step gives ``step_penalty`` (default 0), plus
+  ``wall_penalty`` (default -0.1, Bakker's "reward of -.1 when it stands still") when the
+  move was blocked by a wall. The optimum is +4 in N + 1 steps.
+* **Episode end**: ``terminated`` on entering an arm; ``truncated`` after ``step_limit``
+  steps (default ``2 * (N + 1)``, twice the shortest episode; Bakker states no limit, so
+  this default is this package's choice).
+* **Success**: ``info["success"]`` on the last step of an episode (terminated or truncated
+  by ``step_limit``): True iff the agent entered the goal arm. A memoryless policy succeeds
+  in at most 50% of episodes; an agent that remembers the first observation in 100%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.batched import BatchedEnv
+
+NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
+GOAL_REWARD = 4.0
+WRONG_ARM_REWARD = -0.1
+
+# Rows indexed by _observation_index: start (goal South), start (goal North), corridor, junction.
+OBSERVATION_CODES = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 1, 0]], dtype=np.int8)
+
+
+@dataclass(frozen=True)
+class TMazeConfig:
+    """Validated task options (see the module docstring for their meaning)."""
+
+    length: int = 10
+    step_limit: int | None = None
+    wall_penalty: float = -0.1
+    step_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.length, bool) or not isinstance(self.length, (int, np.integer)):
+            raise TypeError(f"length must be an int >= 1, got {self.length!r}")
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {self.length}")
+        if self.step_limit is None:
+            object.__setattr__(self, "step_limit", 2 * (int(self.length) + 1))
+        elif self.step_limit < 1:
+            raise ValueError(f"step_limit must be >= 1 (or None for 2 * (length + 1)), "
+                             f"got {self.step_limit}")
+        for key in ("wall_penalty", "step_penalty"):
+            value = getattr(self, key)
+            if not np.isfinite(value):
+                raise ValueError(f"{key} must be a finite float, got {value}")
+
+
+def tmaze_observe(position: np.ndarray, goal_north: np.ndarray, length: int) -> np.ndarray:
+    """Observations ``[N, 3]`` (int8) of agents at ``position [N]`` with goal sides ``[N]``."""
+    index = np.where(position == 0, goal_north.astype(np.int64), 2)
+    index = np.where(position == length, 3, index)
+    return OBSERVATION_CODES[index]
+
+
+def tmaze_step(
+    position: np.ndarray, goal_north: np.ndarray, action: np.ndarray, config: TMazeConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One move of N agents.
+
+    :param position: ``[N]`` int, 0 (start) .. ``config.length`` (junction).
+    :param goal_north: ``[N]`` bool, True where the goal is the North arm.
+    :param action: ``[N]`` int in {0, 1, 2, 3} (N, E, S, W).
+    :return: ``(new_position [N], reward [N] float, terminated [N] bool, success [N] bool)``.
+    """
+    at_junction = position == config.length
+    go_north = action == NORTH
+    entered_arm = at_junction & (go_north | (action == SOUTH))
+    success = entered_arm & (go_north == goal_north)
+    moves_east = (action == EAST) & ~at_junction
+    moves_west = (action == WEST) & (position > 0)
+    new_position = position + moves_east - moves_west
+    blocked = ~(moves_east | moves_west | entered_arm)
+    reward = np.where(
+        entered_arm,
+        np.where(success, GOAL_REWARD, WRONG_ARM_REWARD),
+        config.step_penalty + blocked * config.wall_penalty,
+    )
+    return new_position, reward, entered_arm, success
+
+
+def _check_actions(action: np.ndarray) -> None:
+    if np.any((action < 0) | (action > 3)):
+        raise ValueError(f"actions must lie in {{0, 1, 2, 3}} (N, E, S, W), got {action}")
+
+
+class TMazeEnv(gym.Env):
+    """Single T-maze (see the module docstring).
+
+    :param length: corridor length N >= 1 (steps from the start to the junction).
+    :param step_limit: truncation after this many steps (None: ``2 * (N + 1)``).
+    :param wall_penalty: extra reward of a move blocked by a wall (Bakker: -0.1).
+    :param step_penalty: reward of every non-final step (default 0).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        length: int = 10,
+        step_limit: int | None = None,
+        wall_penalty: float = -0.1,
+        step_penalty: float = 0.0,
+    ) -> None:
+        self.config = TMazeConfig(length, step_limit, wall_penalty, step_penalty)
+        self.observation_space = spaces.MultiBinary(3)
+        self.action_space = spaces.Discrete(4)
+        self._position = np.zeros(1, dtype=np.int64)
+        self._goal_north = np.zeros(1, dtype=bool)
+        self._steps = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._goal_north[0] = self.np_random.integers(2) == 1
+        self._position[0] = 0
+        self._steps = 0
+        return tmaze_observe(self._position, self._goal_north, self.config.length)[0], {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action_array = np.asarray([action], dtype=np.int64)
+        _check_actions(action_array)
+        self._position, reward, terminated, success = tmaze_step(
+            self._position, self._goal_north, action_array, self.config
+        )
+        self._steps += 1
+        truncated = self._steps >= self.config.step_limit
+        info = {"success": bool(success[0])} if terminated[0] or truncated else {}
+        obs = tmaze_observe(self._position, self._goal_north, self.config.length)[0]
+        return obs, float(reward[0]), bool(terminated[0]), bool(truncated), info
+
+
+class TMazeVectorEnv(BatchedEnv):
+    """N T-mazes stepped together in numpy; bit-identical to ``SyncVectorEnv`` of ``TMazeEnv``.
+
+    :param num_envs: number of slots N.
+    :param max_episode_steps: optional extra truncation limit; the effective limit is
+        ``min(max_episode_steps, step_limit)``.
+    :param length, step_limit, wall_penalty, step_penalty: as for :class:`TMazeEnv`.
+
+    Infos: ``"success"`` (bool ``[N]``) with mask ``"_success"`` on steps where an episode ends.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        max_episode_steps: int | None = None,
+        length: int = 10,
+        step_limit: int | None = None,
+        wall_penalty: float = -0.1,
+        step_penalty: float = 0.0,
+    ) -> None:
+        self.config = TMazeConfig(length, step_limit, wall_penalty, step_penalty)
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        limit = self.config.step_limit
+        if max_episode_steps is not None:
+            limit = min(limit, max_episode_steps)
+        super().__init__(num_envs, max_episode_steps=limit)
+        self.single_observation_space = spaces.MultiBinary(3)
+        self.single_action_space = spaces.Discrete(4)
+        self._finish_spaces()
+        self.position = np.zeros(num_envs, dtype=np.int64)
+        self.goal_north = np.zeros(num_envs, dtype=bool)
+        self._success = np.zeros(num_envs, dtype=bool)
+
+    def _reset_slots(self, idx: np.ndarray) -> None:
+        for i in idx:
+            self.goal_north[i] = self.slot_rngs[i].integers(2) == 1
+        self.position[idx] = 0
+
+    def _step_all(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
+        action = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        _check_actions(action)
+        self.position, reward, terminated, self._success = tmaze_step(
+            self.position, self.goal_north, action, self.config
+        )
+        return reward, terminated
+
+    def _observe(self) -> np.ndarray:
+        return tmaze_observe(self.position, self.goal_north, self.config.length)
+
+    def _step_infos(self, terminated: np.ndarray, truncated: np.ndarray) -> dict[str, Any]:
+        ended = terminated | truncated
+        if not ended.any():
+            return {}
+        return {"success": self._success & ended, "_success": ended}

@@ -1,0 +1,154 @@
+"""Population evaluation: ``P`` parameter vectors x ``E`` episodes in lockstep on one vector env.
+
+*What* is evaluated lives here; *where* (in-process or on Ray actors) is the backend's
+business (:mod:`evolstm.ray_evaluator` wraps this class). Slot ``p * E + e`` of the vector
+env plays episode ``e`` of member ``p`` and is reset with ``seeds[e]``, so every member
+meets the same episodes (common random numbers). Every slot runs exactly one episode from
+a fresh zero recurrent state; a finished slot stops accumulating return and steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from evolstm.policy import PolicySpec, PopulationPolicy, RecurrentCore
+
+if TYPE_CHECKING:
+    from evolstm.env_factory import EnvFactory
+
+
+@dataclass
+class EvaluationResult:
+    """Returns of ``P`` members over ``E`` episodes each.
+
+    :param returns: undiscounted episode returns ``[P, E]``.
+    :param lengths: episode lengths ``[P, E]``.
+    :param env_steps: env steps taken (the sum of ``lengths``).
+    :param successes: ``info["success"]`` at each episode's end ``[P, E]`` when the env
+        reports it, else ``None``.
+    """
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    env_steps: int
+    successes: np.ndarray | None = None
+
+    @property
+    def mean_returns(self) -> np.ndarray:
+        """Fitness of each member: the mean return ``[P]`` over its episodes."""
+        return self.returns.mean(axis=1)
+
+    @staticmethod
+    def concatenate(parts: Sequence[EvaluationResult]) -> EvaluationResult:
+        """Join shard results along the member axis."""
+        succ = [p.successes for p in parts]
+        return EvaluationResult(
+            returns=np.concatenate([p.returns for p in parts]),
+            lengths=np.concatenate([p.lengths for p in parts]),
+            env_steps=int(sum(p.env_steps for p in parts)),
+            successes=None if any(s is None for s in succ) else np.concatenate(succ),
+        )
+
+
+class Evaluator(Protocol):
+    """Evaluates a population of flat parameter vectors; fitness is maximised."""
+
+    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int]) -> EvaluationResult:
+        """``vectors [P, D]``, one seed per episode ``[E]`` -> returns ``[P, E]``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def episode_seeds(root_seed: int, stream: int, index: int, count: int) -> list[int]:
+    """``count`` episode seeds for generation/evaluation ``index`` of ``stream``.
+
+    Streams keep training (0) and held-out evaluation (1) seeds apart; each index moves the
+    seeds on, so a generation never re-uses its predecessor's episodes.
+    """
+    seq = np.random.SeedSequence([root_seed, stream, index])
+    return [int(s) for s in seq.generate_state(count, dtype=np.uint32)]
+
+
+TRAIN_STREAM = 0
+EVAL_STREAM = 1
+
+
+class PopulationEvaluator:
+    """Evaluates ``P`` members x ``E`` episodes batched on one vector env of ``P * E`` slots.
+
+    :param env_factory: builds the task's vector env (native batch env for built-in tasks,
+        ``SyncVectorEnv`` for any other Gymnasium env).
+    :param spec: the policy every member uses.
+    :param episodes: default ``E`` (used when ``evaluate`` gets fewer seeds it is an error).
+    """
+
+    def __init__(self, env_factory: EnvFactory, spec: PolicySpec, episodes: int = 1) -> None:
+        self.env_factory = env_factory
+        self.spec = spec
+        self.episodes = episodes
+        self.core = RecurrentCore(spec)
+        self._env: gym.vector.VectorEnv | None = None
+
+    def _vector_env(self, num_envs: int) -> gym.vector.VectorEnv:
+        if self._env is None or self._env.num_envs != num_envs:
+            if self._env is not None:
+                self._env.close()
+            self._env = self.env_factory.make_vector(num_envs)
+        return self._env
+
+    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int]) -> EvaluationResult:
+        """Run one episode per (member, seed) pair: ``vectors [P, D]``, ``seeds [E]``."""
+        vectors = torch.as_tensor(vectors, dtype=torch.float32)
+        if vectors.dim() == 1:
+            vectors = vectors.unsqueeze(0)
+        pop, n_ep = vectors.shape[0], len(seeds)
+        if n_ep < 1:
+            raise ValueError("evaluate needs at least one episode seed")
+        n = pop * n_ep
+        env = self._vector_env(n)
+        policy = PopulationPolicy(self.core, vectors)
+        obs, _ = env.reset(seed=[int(seeds[e]) for _ in range(pop) for e in range(n_ep)])
+        state = policy.init_state(n_ep)
+        alive = np.ones(n, dtype=bool)
+        returns = np.zeros(n, dtype=np.float64)
+        lengths = np.zeros(n, dtype=np.int64)
+        successes: np.ndarray | None = None
+        while alive.any():
+            actions, state = policy.act(obs, state, n_ep)
+            obs, reward, terminated, truncated, info = env.step(actions)
+            returns += np.where(alive, reward, 0.0)
+            lengths += alive
+            ended = alive & (terminated | truncated)
+            successes = _record_success(successes, info, ended, n)
+            alive &= ~ended
+        shape = (pop, n_ep)
+        return EvaluationResult(
+            returns=returns.reshape(shape),
+            lengths=lengths.reshape(shape),
+            env_steps=int(lengths.sum()),
+            successes=None if successes is None else successes.reshape(shape),
+        )
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _record_success(
+    successes: np.ndarray | None, info: dict[str, Any], ended: np.ndarray, n: int
+) -> np.ndarray | None:
+    if "success" not in info or not ended.any():
+        return successes
+    if successes is None:
+        successes = np.zeros(n, dtype=bool)
+    mask = ended & np.asarray(info.get("_success", np.ones(n, dtype=bool)), dtype=bool)
+    successes[mask] = np.asarray(info["success"], dtype=bool)[mask]
+    return successes

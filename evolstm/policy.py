@@ -1,0 +1,390 @@
+"""Recurrent policies: one network definition for a single learner and for a population.
+
+A policy is a stack of recurrent layers (:mod:`evolstm.cells`) followed by a linear
+readout to the action head (:mod:`evolstm.spaces`). Its parameters live in ONE flat
+vector ``[D]`` whose :class:`ParameterLayout` names every block, so that
+
+* neuroevolution evolves ``[P, D]`` matrices and steps all ``P`` members in one batched
+  tensor program (:class:`PopulationPolicy`, inputs ``[P, B, ...]``);
+* policy gradients train the same vector as an ``nn.Parameter`` (:class:`RecurrentPolicy`,
+  inputs ``[B, ...]``);
+* ESP / Evolino address the parameters of one memory cell (:meth:`ParameterLayout.unit_indices`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from evolstm import cells
+from evolstm.spaces import ActionHead, ObservationEncoder
+
+State = list[tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy is: the task's spaces and the recurrent core.
+
+    :param observation_space: the single env's observation space (anything gymnasium flattens).
+    :param action_space: the single env's action space (Discrete, MultiDiscrete or Box).
+    :param cell: one of :data:`evolstm.cells.CELL_NAMES`.
+    :param hidden: memory cells per layer (channels for ``conv_peephole``).
+    :param layers: stacked recurrent layers.
+    :param kernel_size: convolution kernel of ``conv_peephole``.
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+    cell: str = "lstm"
+    hidden: int = 16
+    layers: int = 1
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        if self.cell not in cells.CELL_NAMES:
+            raise ValueError(
+                f"policy.cell: unknown cell {self.cell!r}; valid: {', '.join(cells.CELL_NAMES)}"
+            )
+        if self.hidden < 1 or self.layers < 1:
+            raise ValueError(
+                f"policy.hidden and policy.layers must be >= 1, got {self.hidden}, {self.layers}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A picklable description (spaces are gymnasium objects, which pickle)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicySpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One named parameter block of the flat vector: ``vector[offset : offset + numel]``."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """The order and shapes of every parameter block in the flat vector ``[D]``.
+
+    Names are ``layer{l}.{param}`` (see :func:`evolstm.cells.param_shapes`) and
+    ``readout.W`` ``[F, A]`` / ``readout.b`` ``[A]`` (F = the last layer's flattened output,
+    A = the action head's outputs).
+    """
+
+    entries: tuple[LayoutEntry, ...]
+    cell: str
+    layer_inputs: tuple[Any, ...]
+    hidden: int
+    readout_in: int
+    kernel_size: int = 3
+    _by_name: dict[str, LayoutEntry] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({e.name: e for e in self.entries})
+
+    @property
+    def size(self) -> int:
+        """D, the length of the flat vector."""
+        last = self.entries[-1]
+        return last.offset + last.numel
+
+    def __getitem__(self, name: str) -> LayoutEntry:
+        return self._by_name[name]
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def unit_indices(self, layer: int, unit: int) -> torch.Tensor:
+        """Flat indices ``[K]`` of every parameter that belongs to memory cell ``unit`` of
+        ``layer``: its gate weights and biases (incoming), and its outgoing weights (the
+        readout rows reading it when ``layer`` is the last one). ESP evolves these as one
+        genome."""
+        if not 0 <= layer < len(self.layer_inputs) or not 0 <= unit < self.hidden:
+            raise IndexError(f"no unit {unit} in layer {layer}")
+        parts = []
+        slices = cells.unit_slices(self.cell, self.layer_inputs[layer], self.hidden)
+        for pname, idx in slices[unit].items():
+            parts.append(self._entry_indices(f"layer{layer}.{pname}", idx))
+        if layer == len(self.layer_inputs) - 1:
+            per_unit = self.readout_in // self.hidden
+            rows = slice(unit * per_unit, (unit + 1) * per_unit)
+            parts.append(self._entry_indices("readout.W", (rows, slice(None))))
+        return torch.cat(parts)
+
+    def _entry_indices(self, name: str, idx: Any) -> torch.Tensor:
+        entry = self[name]
+        grid = torch.arange(entry.numel).reshape(entry.shape)
+        return grid[idx].reshape(-1) + entry.offset
+
+
+def build_layout(spec: PolicySpec) -> ParameterLayout:
+    """The :class:`ParameterLayout` of ``spec``."""
+    encoder = ObservationEncoder(spec.observation_space, keep_image=spec.cell == "conv_peephole")
+    head = ActionHead(spec.action_space)
+    input_size = _core_input_size(spec, encoder)
+    entries: list[LayoutEntry] = []
+    offset = 0
+    layer_inputs = []
+    size: Any = input_size
+    for layer in range(spec.layers):
+        layer_inputs.append(size)
+        shapes = cells.param_shapes(spec.cell, size, spec.hidden, kernel_size=spec.kernel_size)
+        for pname, shape in shapes.items():
+            entries.append(LayoutEntry(f"layer{layer}.{pname}", tuple(shape), offset))
+            offset += math.prod(shape)
+        size = cells.output_size(spec.cell, size, spec.hidden)
+    readout_in = math.prod(size) if isinstance(size, tuple) else int(size)
+    for name, shape in (
+        ("readout.W", (readout_in, head.num_outputs)),
+        ("readout.b", (head.num_outputs,)),
+    ):
+        entries.append(LayoutEntry(name, shape, offset))
+        offset += math.prod(shape)
+    return ParameterLayout(
+        entries=tuple(entries),
+        cell=spec.cell,
+        layer_inputs=tuple(layer_inputs),
+        hidden=spec.hidden,
+        readout_in=readout_in,
+        kernel_size=spec.kernel_size,
+    )
+
+
+def _core_input_size(spec: PolicySpec, encoder: ObservationEncoder) -> Any:
+    if spec.cell != "conv_peephole":
+        return encoder.size
+    if encoder.image_shape is not None:
+        return tuple(encoder.image_shape)
+    return (encoder.size, 1, 1)  # a flat observation is a 1x1 image with one channel per entry
+
+
+def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
+    """A fresh flat parameter vector ``[D]`` (the cells' initialisation; readout uniform
+    ``±1/sqrt(F)`` like ``nn.Linear``, bias 0)."""
+    layout = build_layout(spec)
+    chunks = []
+    for layer, size in enumerate(layout.layer_inputs):
+        params = cells.init_params(
+            spec.cell, size, spec.hidden, generator=generator, kernel_size=spec.kernel_size
+        )
+        for pname in cells.param_shapes(
+            spec.cell, size, spec.hidden, kernel_size=spec.kernel_size
+        ):
+            assert layout[f"layer{layer}.{pname}"].shape == tuple(params[pname].shape)
+            chunks.append(params[pname].reshape(-1))
+    bound = 1.0 / math.sqrt(layout.readout_in)
+    ro = layout["readout.W"]
+    chunks.append((torch.rand(ro.numel, generator=generator) * 2 - 1) * bound)
+    chunks.append(torch.zeros(layout["readout.b"].numel))
+    return torch.cat(chunks).to(torch.float32)
+
+
+def unflatten(layout: ParameterLayout, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Views of ``vectors`` (``[D]`` or ``[P, D]``) as named blocks (``[*shape]`` or ``[P, *shape]``)."""
+    lead = vectors.shape[:-1]
+    if vectors.shape[-1] != layout.size:
+        raise ValueError(f"expected parameter vectors of length {layout.size}, got {vectors.shape}")
+    return {
+        e.name: vectors[..., e.offset : e.offset + e.numel].reshape(*lead, *e.shape)
+        for e in layout.entries
+    }
+
+
+class RecurrentCore:
+    """The forward computation shared by :class:`RecurrentPolicy` and :class:`PopulationPolicy`.
+
+    All methods take named parameter blocks with an optional leading ``P`` axis and inputs
+    ``[P, B, ...]`` (or ``[B, ...]`` when ``P`` is absent).
+    """
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        self.layout = build_layout(spec)
+        self.encoder = ObservationEncoder(
+            spec.observation_space, keep_image=spec.cell == "conv_peephole"
+        )
+        self.head = ActionHead(spec.action_space)
+
+    def init_state(self, batch_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> State:
+        """Zero recurrent state for every layer, each tensor ``[*batch_shape, H(, ht, wd)]``."""
+        return [
+            cells.zero_state(self.spec.cell, batch_shape, size, self.spec.hidden, dtype=dtype)
+            for size in self.layout.layer_inputs
+        ]
+
+    def encode(self, obs: Any, batch_shape: tuple[int, ...]) -> torch.Tensor:
+        """A batch of raw env observations (``N = prod(batch_shape)`` rows) -> ``[*batch_shape, in]``."""
+        x = self.encoder(obs)
+        return x.reshape(*batch_shape, *x.shape[1:])
+
+    def forward(
+        self,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        state: State,
+        episode_start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """One step: ``x [P, B, in]`` -> head outputs ``[P, B, A]`` and the new state.
+
+        ``episode_start [P, B]`` (bool) zeroes the state of slots whose episode begins now.
+        """
+        if episode_start is not None:
+            state = cells.reset_state(state, episode_start)
+        layers = [
+            {
+                pname: params[f"layer{layer}.{pname}"]
+                for pname in cells.param_shapes(
+                    self.spec.cell, size, self.spec.hidden, kernel_size=self.spec.kernel_size
+                )
+            }
+            for layer, size in enumerate(self.layout.layer_inputs)
+        ]
+        y, state = cells.stack_step(self.spec.cell, layers, x, state)
+        if self.spec.cell == "conv_peephole":
+            y = y.flatten(start_dim=-3)
+        w, b = params["readout.W"], params["readout.b"]
+        out = torch.matmul(y, w) + b.unsqueeze(-2)
+        return out, state
+
+
+class RecurrentPolicy(nn.Module):
+    """A single recurrent policy owning its flat parameter vector (policy-gradient use).
+
+    :param spec: the :class:`PolicySpec`.
+    :param vector: initial parameters ``[D]``; a fresh initialisation when omitted.
+    :param seed: seed of the fresh initialisation.
+    """
+
+    def __init__(self, spec: PolicySpec, vector: torch.Tensor | None = None, seed: int = 0):
+        super().__init__()
+        self.spec = spec
+        self.core = RecurrentCore(spec)
+        if vector is None:
+            vector = init_vector(spec, torch.Generator().manual_seed(seed))
+        self.vector = nn.Parameter(vector.detach().clone().to(torch.float32))
+        self.log_std = nn.Parameter(torch.zeros(self.core.head.num_outputs))
+
+    @property
+    def layout(self) -> ParameterLayout:
+        return self.core.layout
+
+    @property
+    def head(self) -> ActionHead:
+        return self.core.head
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Named views of the parameter vector (gradients flow into ``self.vector``)."""
+        return unflatten(self.layout, self.vector)
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for ``B = batch_size`` envs: per layer ``(h, c)`` ``[B, H]``."""
+        return self.core.init_state((batch_size,))
+
+    def step(
+        self, obs: Any, state: State, episode_start: torch.Tensor | np.ndarray | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Raw batched observations (``B`` rows) -> head outputs ``[B, A]`` and the new state."""
+        n = _batch_len(obs)
+        x = self.core.encode(obs, (n,))
+        if episode_start is not None:
+            episode_start = torch.as_tensor(episode_start, dtype=torch.bool)
+        return self.core.forward(self.params(), x, state, episode_start)
+
+    def act(
+        self, obs: Any, state: State, episode_start: torch.Tensor | np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Deterministic actions for ``B`` envs, in the env's format, and the new state."""
+        with torch.no_grad():
+            out, state = self.step(obs, state, episode_start)
+            return self.head.to_env(self.head.deterministic(out)), state
+
+    def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        """The action distribution for head outputs ``out [..., A]``."""
+        return self.head.distribution(out, self.log_std)
+
+    def to_vector(self) -> torch.Tensor:
+        """A detached copy of the flat parameters ``[D]``."""
+        return self.vector.detach().clone()
+
+    def from_vector(self, vector: torch.Tensor) -> None:
+        """Load flat parameters ``[D]``."""
+        if vector.shape != self.vector.shape:
+            raise ValueError(f"expected a vector of shape {tuple(self.vector.shape)}, got {tuple(vector.shape)}")
+        with torch.no_grad():
+            self.vector.copy_(vector)
+
+    def save(self, path: str | Path) -> None:
+        """Save the spec and the weights, so :meth:`load` rebuilds the policy without the agent."""
+        torch.save(
+            {
+                "format": "evolstm.policy/1",
+                "spec": self.spec.to_dict(),
+                "vector": self.to_vector(),
+                "log_std": self.log_std.detach().clone(),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecurrentPolicy:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(blob, dict) or blob.get("format") != "evolstm.policy/1":
+            raise ValueError(f"{path} is not an evolstm policy file")
+        policy = cls(PolicySpec.from_dict(blob["spec"]), blob["vector"])
+        with torch.no_grad():
+            policy.log_std.copy_(blob["log_std"])
+        return policy
+
+
+class PopulationPolicy:
+    """``P`` policies stepped as one batched tensor program (neuroevolution use).
+
+    :param core: the shared :class:`RecurrentCore`.
+    :param vectors: flat parameters ``[P, D]``.
+    """
+
+    def __init__(self, core: RecurrentCore, vectors: torch.Tensor) -> None:
+        if vectors.dim() != 2:
+            raise ValueError(f"expected population vectors [P, D], got shape {tuple(vectors.shape)}")
+        self.core = core
+        self.size = vectors.shape[0]
+        self.params = {k: v.contiguous() for k, v in unflatten(core.layout, vectors).items()}
+
+    def init_state(self, episodes: int) -> State:
+        """Zero state ``[P, B, H]`` per layer for ``B = episodes`` envs per member."""
+        return self.core.init_state((self.size, episodes))
+
+    @torch.no_grad()
+    def act(self, obs: Any, state: State, episodes: int) -> tuple[np.ndarray, State]:
+        """Raw observations of ``P * B`` slots (member-major) -> env actions ``[P * B, ...]``."""
+        x = self.core.encode(obs, (self.size, episodes))
+        out, state = self.core.forward(self.params, x, state)
+        actions = self.core.head.deterministic(out)
+        return self.core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
+
+
+def _batch_len(obs: Any) -> int:
+    if isinstance(obs, dict):
+        return _batch_len(next(iter(obs.values())))
+    if isinstance(obs, tuple):
+        return _batch_len(obs[0])
+    return len(obs)
