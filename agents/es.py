@@ -28,7 +28,8 @@ from evotorch.algorithms import Cosyne as EvoCosyne
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.evaluation import TRAIN_STREAM, Evaluator, EvaluationResult, episode_seeds
+from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
+from evolstm.obs_norm import ObsNormalizer, RunningStats
 from evolstm.policy import build_layout, init_vector
 
 
@@ -39,10 +40,19 @@ class EvaluatorProblem(Problem):
     :param dim: D, the flat parameter count.
     :param run_seed: root of the episode-seed stream and of EvoTorch's sampling generator.
     :param episodes: episodes per member per generation (E).
+    :param obs_norm: normalise observations with running statistics gathered while
+        evaluating (frozen within a generation).
     """
 
     def __init__(
-        self, evaluator: Evaluator, dim: int, *, run_seed: int, episodes: int, init_radius: float
+        self,
+        evaluator: Evaluator,
+        dim: int,
+        *,
+        run_seed: int,
+        episodes: int,
+        init_radius: float,
+        obs_norm: bool,
     ) -> None:
         super().__init__(
             objective_sense="max",
@@ -56,15 +66,30 @@ class EvaluatorProblem(Problem):
         self.episodes = episodes
         self.generation = 0
         self.last_result: EvaluationResult | None = None
+        self.last_values: torch.Tensor | None = None
+        self.obs_stats: RunningStats | None = RunningStats() if obs_norm else None
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         if self.evaluator is None:
             raise RuntimeError("EvaluatorProblem has no evaluator attached (restored state?)")
         seeds = episode_seeds(self.run_seed, TRAIN_STREAM, self.generation, self.episodes)
-        result = self.evaluator.evaluate(batch.values.detach(), seeds)
+        normalizer = self.obs_normalizer()
+        result = self.evaluator.evaluate(
+            batch.values.detach(),
+            seeds,
+            obs_norm=normalizer,
+            collect_stats=self.obs_stats is not None,
+        )
+        if self.obs_stats is not None and result.obs_stats is not None:
+            self.obs_stats.merge(result.obs_stats)
         batch.set_evals(torch.as_tensor(result.mean_returns, dtype=torch.float32))
         self.last_result = result
+        self.last_values = batch.values.detach().clone()
         self.generation += 1
+
+    def obs_normalizer(self) -> ObsNormalizer | None:
+        """The normaliser of the statistics gathered so far (``None`` when disabled)."""
+        return None if self.obs_stats is None else self.obs_stats.normalizer()
 
     def _get_cloned_state(self, *, memo: dict) -> dict:
         # The evaluator (env handles, Ray actors) is not part of the algorithm's state.
@@ -81,6 +106,7 @@ class ESOptions(AgentOptions):
     popsize: int = pydantic.Field(64, ge=2, description="members per generation (P)")
     episodes: int = pydantic.Field(1, ge=1, description="episodes per member per generation (E)")
     stdev_init: float = pydantic.Field(0.1, gt=0, description="initial search stdev")
+    obs_norm: bool = pydantic.Field(True, description="normalise observations (running stats)")
 
 
 class EvoTorchAgent(Agent):
@@ -99,6 +125,7 @@ class EvoTorchAgent(Agent):
             run_seed=ctx.seed,
             episodes=options.episodes,
             init_radius=float(center.abs().max()),
+            obs_norm=options.obs_norm,
         )
         self.searcher = self.build_searcher(self.problem, center)
         self.best_vector = center.clone()
@@ -109,13 +136,13 @@ class EvoTorchAgent(Agent):
 
     def step(self) -> dict[str, float]:
         self.searcher.step()
-        result = self.problem.last_result
-        assert result is not None
+        result, values = self.problem.last_result, self.problem.last_values
+        assert result is not None and values is not None
         fitness = result.mean_returns
         best = int(np.argmax(fitness))
         if fitness[best] > self.best_fitness:
             self.best_fitness = float(fitness[best])
-            self.best_vector = self.searcher.population.values[best].detach().clone()
+            self.best_vector = values[best].clone()
         metrics = {
             "env_steps": float(result.env_steps),
             "return_mean": float(fitness.mean()),
@@ -134,6 +161,9 @@ class EvoTorchAgent(Agent):
         if "center" in self.searcher.status:
             return torch.as_tensor(self.searcher.status["center"]).detach().clone().float()
         return self.best_vector.clone()
+
+    def obs_normalizer(self) -> ObsNormalizer | None:
+        return self.problem.obs_normalizer()
 
     def state_dict(self) -> dict[str, Any]:
         buffer = io.BytesIO()

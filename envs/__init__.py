@@ -39,7 +39,11 @@ TASKS: dict[str, tuple[str, str, dict]] = {
         "envs.pendulum:PendulumNoVelVectorEnv",
         {"max_episode_steps": 200},
     ),
-    "RepeatPrevious-v0": ("envs.memory:RepeatPreviousEnv", "envs.memory:RepeatPreviousVectorEnv", {}),
+    "RepeatPrevious-v0": (
+        "envs.memory:RepeatPreviousEnv",
+        "envs.memory:RepeatPreviousVectorEnv",
+        {},
+    ),
     "DelayedRecall-v0": ("envs.memory:DelayedRecallEnv", "envs.memory:DelayedRecallVectorEnv", {}),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -33,7 +33,10 @@ class BatchedEnv(VectorEnv):
     :param max_episode_steps: truncation limit per episode (``None``: no limit).
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+        "render_modes": [],
+    }
 
     def __init__(self, num_envs: int, max_episode_steps: int | None = None) -> None:
         if num_envs < 1:
@@ -85,7 +88,11 @@ class BatchedEnv(VectorEnv):
             )
             if len(seeds) != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} seeds, got {len(seeds)}")
-            self.slot_rngs = [seeding.np_random(s)[0] for s in seeds]
+            # A None entry keeps that slot's generator, as ``Env.reset(seed=None)`` does.
+            self.slot_rngs = [
+                rng if s is None else seeding.np_random(s)[0]
+                for rng, s in zip(self.slot_rngs, seeds, strict=True)
+            ]
         all_slots = np.arange(self.num_envs)
         self._reset_slots(all_slots)
         self.elapsed_steps[:] = 0

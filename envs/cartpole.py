@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -91,7 +91,7 @@ def check_observe(observe: Sequence[int]) -> tuple[int, ...]:
     """Validate the ``observe`` kwarg (distinct indices into ``STATE_NAMES``)."""
     try:
         kept = tuple(int(i) for i in observe)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"observe must be a sequence of ints in 0..3, got {observe!r}") from error
     if not kept or len(set(kept)) != len(kept) or not all(0 <= i < 4 for i in kept):
         raise ValueError(
@@ -112,7 +112,7 @@ class CartPoleNoVelEnv(gym.Env[np.ndarray, int]):
     :param observe: indices into ``(x, x_dot, theta, theta_dot)`` to observe.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, observe: Sequence[int] = DEFAULT_OBSERVE) -> None:
         self.observe = check_observe(observe)

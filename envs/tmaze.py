@@ -42,7 +42,7 @@ one bit over at least N steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -54,7 +54,7 @@ NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
 GOAL_REWARD = 4.0
 WRONG_ARM_REWARD = -0.1
 
-# Rows indexed by _observation_index: start (goal South), start (goal North), corridor, junction.
+# Rows: start (goal South), start (goal North), corridor, junction (see tmaze_observe).
 OBSERVATION_CODES = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 1, 0]], dtype=np.int8)
 
 
@@ -68,19 +68,22 @@ class TMazeConfig:
     step_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.length, bool) or not isinstance(self.length, (int, np.integer)):
-            raise TypeError(f"length must be an int >= 1, got {self.length!r}")
-        if self.length < 1:
-            raise ValueError(f"length must be >= 1, got {self.length}")
+        _require_int("length", self.length, 1)
         if self.step_limit is None:
             object.__setattr__(self, "step_limit", 2 * (int(self.length) + 1))
-        elif self.step_limit < 1:
-            raise ValueError(f"step_limit must be >= 1 (or None for 2 * (length + 1)), "
-                             f"got {self.step_limit}")
+        _require_int("step_limit", self.step_limit, 1)
         for key in ("wall_penalty", "step_penalty"):
             value = getattr(self, key)
-            if not np.isfinite(value):
-                raise ValueError(f"{key} must be a finite float, got {value}")
+            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ValueError(f"{key} must be a finite float, got {value!r}")
+
+
+def _require_int(key: str, value: Any, low: int) -> None:
+    """Raise a one-line error naming ``key``, its value and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{key} must be an int in [{low}, inf), got {value!r}")
+    if value < low:
+        raise ValueError(f"{key} must be an int in [{low}, inf), got {value}")
 
 
 def tmaze_observe(position: np.ndarray, goal_north: np.ndarray, length: int) -> np.ndarray:
@@ -130,7 +133,7 @@ class TMazeEnv(gym.Env):
     :param step_penalty: reward of every non-final step (default 0).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ import pydantic
 import torch
 
 from evolstm.evaluation import Evaluator
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec
 
 Family = Literal["es", "pg"]
@@ -69,6 +70,10 @@ class Agent(ABC):
     @abstractmethod
     def policy_vector(self) -> torch.Tensor:
         """The flat parameters ``[D]`` of the policy to evaluate and save now."""
+
+    def obs_normalizer(self) -> ObsNormalizer | None:
+        """The observation normaliser that goes with :meth:`policy_vector` (``None``: raw)."""
+        return None
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

@@ -314,6 +314,7 @@ def layer_step(
     :param peephole_output_activation: ``sigma_h`` of the peephole cells, ``"tanh"`` or
         ``"identity"``; the other cells only accept ``"tanh"``.
     """
+    _check_cell(cell)
     if cell in ("lstm", "gru") and peephole_output_activation != "tanh":
         raise ValueError(
             f"peephole_output_activation={peephole_output_activation!r} applies only to the "
@@ -325,11 +326,9 @@ def layer_step(
         new_state = _gru(params, x, state)
     elif cell == "peephole":
         new_state = _peephole(params, x, state, _output_activation(peephole_output_activation))
-    elif cell == "conv_peephole":
+    else:
         sigma_h = _output_activation(peephole_output_activation)
         new_state = _conv_peephole(params, x, state, sigma_h)
-    else:
-        _check_cell(cell)
     return new_state[0], new_state
 
 

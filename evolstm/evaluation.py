@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from evolstm.obs_norm import ObsNormalizer, RunningStats
 from evolstm.policy import PolicySpec, PopulationPolicy, RecurrentCore
 
 if TYPE_CHECKING:
@@ -32,12 +33,14 @@ class EvaluationResult:
     :param env_steps: env steps taken (the sum of ``lengths``).
     :param successes: ``info["success"]`` at each episode's end ``[P, E]`` when the env
         reports it, else ``None``.
+    :param obs_stats: statistics of the encoded observations seen (when asked for).
     """
 
     returns: np.ndarray
     lengths: np.ndarray
     env_steps: int
     successes: np.ndarray | None = None
+    obs_stats: RunningStats | None = None
 
     @property
     def mean_returns(self) -> np.ndarray:
@@ -48,19 +51,33 @@ class EvaluationResult:
     def concatenate(parts: Sequence[EvaluationResult]) -> EvaluationResult:
         """Join shard results along the member axis."""
         succ = [p.successes for p in parts]
+        stats = None
+        if all(p.obs_stats is not None for p in parts):
+            stats = RunningStats()
+            for p in parts:
+                stats.merge(p.obs_stats)  # type: ignore[arg-type]
         return EvaluationResult(
             returns=np.concatenate([p.returns for p in parts]),
             lengths=np.concatenate([p.lengths for p in parts]),
             env_steps=int(sum(p.env_steps for p in parts)),
             successes=None if any(s is None for s in succ) else np.concatenate(succ),
+            obs_stats=stats,
         )
 
 
 class Evaluator(Protocol):
     """Evaluates a population of flat parameter vectors; fitness is maximised."""
 
-    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int]) -> EvaluationResult:
-        """``vectors [P, D]``, one seed per episode ``[E]`` -> returns ``[P, E]``."""
+    def evaluate(
+        self,
+        vectors: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        obs_norm: ObsNormalizer | None = None,
+        collect_stats: bool = False,
+    ) -> EvaluationResult:
+        """``vectors [P, D]``, one seed per episode ``[E]`` -> returns ``[P, E]``; members
+        normalise observations with ``obs_norm``; ``collect_stats`` gathers their statistics."""
         ...
 
     def close(self) -> None: ...
@@ -103,8 +120,19 @@ class PopulationEvaluator:
             self._env = self.env_factory.make_vector(num_envs)
         return self._env
 
-    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int]) -> EvaluationResult:
-        """Run one episode per (member, seed) pair: ``vectors [P, D]``, ``seeds [E]``."""
+    def evaluate(
+        self,
+        vectors: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        obs_norm: ObsNormalizer | None = None,
+        collect_stats: bool = False,
+    ) -> EvaluationResult:
+        """Run one episode per (member, seed) pair: ``vectors [P, D]``, ``seeds [E]``.
+
+        :param obs_norm: the frozen observation normaliser all members apply.
+        :param collect_stats: also return statistics of the encoded observations seen.
+        """
         vectors = torch.as_tensor(vectors, dtype=torch.float32)
         if vectors.dim() == 1:
             vectors = vectors.unsqueeze(0)
@@ -113,7 +141,8 @@ class PopulationEvaluator:
             raise ValueError("evaluate needs at least one episode seed")
         n = pop * n_ep
         env = self._vector_env(n)
-        policy = PopulationPolicy(self.core, vectors)
+        policy = PopulationPolicy(self.core, vectors, obs_norm)
+        stats = RunningStats() if collect_stats else None
         obs, _ = env.reset(seed=[int(seeds[e]) for _ in range(pop) for e in range(n_ep)])
         state = policy.init_state(n_ep)
         alive = np.ones(n, dtype=bool)
@@ -121,7 +150,10 @@ class PopulationEvaluator:
         lengths = np.zeros(n, dtype=np.int64)
         successes: np.ndarray | None = None
         while alive.any():
-            actions, state = policy.act(obs, state, n_ep)
+            x = self.core.encoder(obs)
+            if stats is not None:
+                stats.update(x[torch.from_numpy(alive)].numpy())
+            actions, state = policy.act_encoded(x, state, n_ep)
             obs, reward, terminated, truncated, info = env.step(actions)
             returns += np.where(alive, reward, 0.0)
             lengths += alive
@@ -134,6 +166,7 @@ class PopulationEvaluator:
             lengths=lengths.reshape(shape),
             env_steps=int(lengths.sum()),
             successes=None if successes is None else successes.reshape(shape),
+            obs_stats=stats,
         )
 
     def close(self) -> None:

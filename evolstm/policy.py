@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from evolstm import cells
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
@@ -40,6 +41,8 @@ class PolicySpec:
     :param hidden: memory cells per layer (channels for ``conv_peephole``).
     :param layers: stacked recurrent layers.
     :param kernel_size: convolution kernel of ``conv_peephole``.
+    :param memory: ``False`` zeroes the recurrent state before every step, turning the
+        network into a feed-forward policy with the same parameters (a memory ablation).
     """
 
     observation_space: gym.Space
@@ -48,6 +51,7 @@ class PolicySpec:
     hidden: int = 16
     layers: int = 1
     kernel_size: int = 3
+    memory: bool = True
 
     def __post_init__(self) -> None:
         if self.cell not in cells.CELL_NAMES:
@@ -186,9 +190,7 @@ def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
         params = cells.init_params(
             spec.cell, size, spec.hidden, generator=generator, kernel_size=spec.kernel_size
         )
-        for pname in cells.param_shapes(
-            spec.cell, size, spec.hidden, kernel_size=spec.kernel_size
-        ):
+        for pname in cells.param_shapes(spec.cell, size, spec.hidden, kernel_size=spec.kernel_size):
             assert layout[f"layer{layer}.{pname}"].shape == tuple(params[pname].shape)
             chunks.append(params[pname].reshape(-1))
     bound = 1.0 / math.sqrt(layout.readout_in)
@@ -199,7 +201,7 @@ def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
 
 
 def unflatten(layout: ParameterLayout, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Views of ``vectors`` (``[D]`` or ``[P, D]``) as named blocks (``[*shape]`` or ``[P, *shape]``)."""
+    """Views of ``vectors`` ``[D]`` / ``[P, D]`` as named blocks ``[*shape]`` / ``[P, *shape]``."""
     lead = vectors.shape[:-1]
     if vectors.shape[-1] != layout.size:
         raise ValueError(f"expected parameter vectors of length {layout.size}, got {vectors.shape}")
@@ -231,9 +233,18 @@ class RecurrentCore:
             for size in self.layout.layer_inputs
         ]
 
-    def encode(self, obs: Any, batch_shape: tuple[int, ...]) -> torch.Tensor:
-        """A batch of raw env observations (``N = prod(batch_shape)`` rows) -> ``[*batch_shape, in]``."""
-        x = self.encoder(obs)
+    def encode(
+        self, obs: Any, batch_shape: tuple[int, ...], obs_norm: ObsNormalizer | None = None
+    ) -> torch.Tensor:
+        """Raw env observations (``prod(batch_shape)`` rows) -> ``[*batch_shape, in]``."""
+        return self.shape_input(self.encoder(obs), batch_shape, obs_norm)
+
+    def shape_input(
+        self, x: torch.Tensor, batch_shape: tuple[int, ...], obs_norm: ObsNormalizer | None = None
+    ) -> torch.Tensor:
+        """Encoded observations ``[N, in]`` -> normalised ``[*batch_shape, in]``."""
+        if obs_norm is not None:
+            x = obs_norm(x)
         return x.reshape(*batch_shape, *x.shape[1:])
 
     def forward(
@@ -247,7 +258,9 @@ class RecurrentCore:
 
         ``episode_start [P, B]`` (bool) zeroes the state of slots whose episode begins now.
         """
-        if episode_start is not None:
+        if not self.spec.memory:
+            state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
+        elif episode_start is not None:
             state = cells.reset_state(state, episode_start)
         layers = [
             {
@@ -274,14 +287,25 @@ class RecurrentPolicy(nn.Module):
     :param seed: seed of the fresh initialisation.
     """
 
-    def __init__(self, spec: PolicySpec, vector: torch.Tensor | None = None, seed: int = 0):
+    def __init__(
+        self,
+        spec: PolicySpec,
+        vector: torch.Tensor | None = None,
+        seed: int = 0,
+        obs_norm: ObsNormalizer | None = None,
+    ):
         super().__init__()
+        self.obs_norm = obs_norm
         self.spec = spec
         self.core = RecurrentCore(spec)
         if vector is None:
             vector = init_vector(spec, torch.Generator().manual_seed(seed))
         self.vector = nn.Parameter(vector.detach().clone().to(torch.float32))
-        self.log_std = nn.Parameter(torch.zeros(self.core.head.num_outputs))
+        self.log_std: nn.Parameter | None = (
+            None
+            if self.core.head.is_discrete
+            else nn.Parameter(torch.zeros(self.core.head.num_outputs))
+        )
 
     @property
     def layout(self) -> ParameterLayout:
@@ -304,7 +328,7 @@ class RecurrentPolicy(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """Raw batched observations (``B`` rows) -> head outputs ``[B, A]`` and the new state."""
         n = _batch_len(obs)
-        x = self.core.encode(obs, (n,))
+        x = self.core.encode(obs, (n,), self.obs_norm)
         if episode_start is not None:
             episode_start = torch.as_tensor(episode_start, dtype=torch.bool)
         return self.core.forward(self.params(), x, state, episode_start)
@@ -328,7 +352,9 @@ class RecurrentPolicy(nn.Module):
     def from_vector(self, vector: torch.Tensor) -> None:
         """Load flat parameters ``[D]``."""
         if vector.shape != self.vector.shape:
-            raise ValueError(f"expected a vector of shape {tuple(self.vector.shape)}, got {tuple(vector.shape)}")
+            raise ValueError(
+                f"expected a vector of shape {tuple(self.vector.shape)}, got {tuple(vector.shape)}"
+            )
         with torch.no_grad():
             self.vector.copy_(vector)
 
@@ -339,7 +365,8 @@ class RecurrentPolicy(nn.Module):
                 "format": "evolstm.policy/1",
                 "spec": self.spec.to_dict(),
                 "vector": self.to_vector(),
-                "log_std": self.log_std.detach().clone(),
+                "log_std": None if self.log_std is None else self.log_std.detach().clone(),
+                "obs_norm": None if self.obs_norm is None else self.obs_norm.state_dict(),
             },
             path,
         )
@@ -349,9 +376,14 @@ class RecurrentPolicy(nn.Module):
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(blob, dict) or blob.get("format") != "evolstm.policy/1":
             raise ValueError(f"{path} is not an evolstm policy file")
-        policy = cls(PolicySpec.from_dict(blob["spec"]), blob["vector"])
-        with torch.no_grad():
-            policy.log_std.copy_(blob["log_std"])
+        policy = cls(
+            PolicySpec.from_dict(blob["spec"]),
+            blob["vector"],
+            obs_norm=ObsNormalizer.from_state_dict(blob.get("obs_norm")),
+        )
+        if policy.log_std is not None:
+            with torch.no_grad():
+                policy.log_std.copy_(blob["log_std"])
         return policy
 
 
@@ -360,11 +392,17 @@ class PopulationPolicy:
 
     :param core: the shared :class:`RecurrentCore`.
     :param vectors: flat parameters ``[P, D]``.
+    :param obs_norm: the observation normaliser every member applies (or ``None``).
     """
 
-    def __init__(self, core: RecurrentCore, vectors: torch.Tensor) -> None:
+    def __init__(
+        self, core: RecurrentCore, vectors: torch.Tensor, obs_norm: ObsNormalizer | None = None
+    ) -> None:
+        self.obs_norm = obs_norm
         if vectors.dim() != 2:
-            raise ValueError(f"expected population vectors [P, D], got shape {tuple(vectors.shape)}")
+            raise ValueError(
+                f"expected population vectors [P, D], got shape {tuple(vectors.shape)}"
+            )
         self.core = core
         self.size = vectors.shape[0]
         self.params = {k: v.contiguous() for k, v in unflatten(core.layout, vectors).items()}
@@ -373,10 +411,14 @@ class PopulationPolicy:
         """Zero state ``[P, B, H]`` per layer for ``B = episodes`` envs per member."""
         return self.core.init_state((self.size, episodes))
 
-    @torch.no_grad()
     def act(self, obs: Any, state: State, episodes: int) -> tuple[np.ndarray, State]:
         """Raw observations of ``P * B`` slots (member-major) -> env actions ``[P * B, ...]``."""
-        x = self.core.encode(obs, (self.size, episodes))
+        return self.act_encoded(self.core.encoder(obs), state, episodes)
+
+    @torch.no_grad()
+    def act_encoded(self, x: torch.Tensor, state: State, episodes: int) -> tuple[np.ndarray, State]:
+        """Encoded observations ``[P * B, in]`` -> env actions ``[P * B, ...]``."""
+        x = self.core.shape_input(x, (self.size, episodes), self.obs_norm)
         out, state = self.core.forward(self.params, x, state)
         actions = self.core.head.deterministic(out)
         return self.core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from evolstm.evaluation import EvaluationResult, PopulationEvaluator
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec
 
 if TYPE_CHECKING:
@@ -34,8 +35,12 @@ class _ShardWorker:
         torch.set_num_threads(1)
         self.evaluator = PopulationEvaluator(env_factory, PolicySpec.from_dict(spec_dict), episodes)
 
-    def evaluate(self, vectors: np.ndarray, seeds: list[int]) -> EvaluationResult:
-        return self.evaluator.evaluate(torch.from_numpy(vectors), seeds)
+    def evaluate(
+        self, vectors: np.ndarray, seeds: list[int], obs_norm: Any, collect_stats: bool
+    ) -> EvaluationResult:
+        return self.evaluator.evaluate(
+            torch.from_numpy(vectors), seeds, obs_norm=obs_norm, collect_stats=collect_stats
+        )
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,7 +100,14 @@ class RayEvaluator:
     def _new_worker(self) -> Any:
         return self._actor_cls.remote(*self._args)
 
-    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int]) -> EvaluationResult:
+    def evaluate(
+        self,
+        vectors: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        obs_norm: ObsNormalizer | None = None,
+        collect_stats: bool = False,
+    ) -> EvaluationResult:
         """Evaluate ``vectors [P, D]`` on ``seeds [E]``; shards run in parallel."""
         import ray
         from ray.exceptions import RayActorError
@@ -105,8 +117,9 @@ class RayEvaluator:
             array = array[None]
         seeds = [int(s) for s in seeds]
         shards = [s for s in np.array_split(np.arange(len(array)), self.num_workers) if s.size]
+        args = (seeds, obs_norm, collect_stats)
         pending = {
-            i: self.workers[i].evaluate.remote(array[idx], seeds) for i, idx in enumerate(shards)
+            i: self.workers[i].evaluate.remote(array[idx], *args) for i, idx in enumerate(shards)
         }
         results: dict[int, EvaluationResult] = {}
         retries = 0
@@ -120,7 +133,7 @@ class RayEvaluator:
                     if retries > MAX_SHARD_RETRIES * len(shards):
                         raise
                     self.workers[i] = self._new_worker()
-                    pending[i] = self.workers[i].evaluate.remote(array[shards[i]], seeds)
+                    pending[i] = self.workers[i].evaluate.remote(array[shards[i]], *args)
         return EvaluationResult.concatenate([results[i] for i in range(len(shards))])
 
     def close(self) -> None:

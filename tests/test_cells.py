@@ -252,7 +252,7 @@ def test_population_matches_loop_over_individuals(cell):
 @pytest.mark.parametrize("population", [False, True], ids=["single", "population"])
 @pytest.mark.parametrize("cell", cells.CELL_NAMES)
 def test_gradcheck_through_unroll(cell, population):
-    hidden, in_size = 2, ((1, 3, 3) if cell == "conv_peephole" else 2)
+    hidden, in_size = 2, ((1, 2, 3) if cell == "conv_peephole" else 2)
     batch_shape = (2, 2) if population else (2,)
     names, tensors, n_layers = [], [], 2
     size = in_size
@@ -280,7 +280,8 @@ def test_gradcheck_through_unroll(cell, population):
             outputs.append(y)
         return torch.stack(outputs), *states[-1]
 
-    assert torch.autograd.gradcheck(run, (xs, *tensors))
+    # fast_mode checks random projections of the Jacobian: the conv cell has ~1k inputs here.
+    assert torch.autograd.gradcheck(run, (xs, *tensors), fast_mode=cell == "conv_peephole")
 
 
 @pytest.mark.parametrize("cell", cells.CELL_NAMES)

@@ -35,12 +35,19 @@ def _spec(name: str, cell: str = "lstm", layers: int = 1) -> PolicySpec:
     return PolicySpec(obs, act, cell=cell, hidden=5, layers=layers)
 
 
-def _obs_batch(space: gym.Space, n: int, seed: int):
+def _samples(space: gym.Space, n: int, seed: int) -> list:
     space.seed(seed)
-    samples = [space.sample() for _ in range(n)]
+    return [space.sample() for _ in range(n)]
+
+
+def _batch(space: gym.Space, samples: list):
     return gym.vector.utils.concatenate(
-        space, samples, gym.vector.utils.create_empty_array(space, n)
+        space, samples, gym.vector.utils.create_empty_array(space, len(samples))
     )
+
+
+def _obs_batch(space: gym.Space, n: int, seed: int):
+    return _batch(space, _samples(space, n, seed))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "gru", "conv_peephole"])
@@ -76,27 +83,19 @@ def test_unit_indices_select_lstm_gate_columns():
 def test_population_matches_single_policies(name, cell):
     spec = _spec(name, cell=cell, layers=2)
     pop, episodes, steps = 3, 2, 6
-    vectors = torch.stack(
-        [init_vector(spec, torch.Generator().manual_seed(s)) for s in range(pop)]
-    )
+    vectors = torch.stack([init_vector(spec, torch.Generator().manual_seed(s)) for s in range(pop)])
     vectors += 0.3 * torch.randn(vectors.shape, generator=torch.Generator().manual_seed(9))
     population = PopulationPolicy(RecurrentCore(spec), vectors)
     singles = [RecurrentPolicy(spec, vectors[p]) for p in range(pop)]
     pop_state = population.init_state(episodes)
     single_states = [s.init_state(episodes) for s in singles]
     for t in range(steps):
-        obs = _obs_batch(spec.observation_space, pop * episodes, seed=t)
+        samples = _samples(spec.observation_space, pop * episodes, seed=t)
+        obs = _batch(spec.observation_space, samples)
         actions, pop_state = population.act(obs, pop_state, episodes)
         for p, policy in enumerate(singles):
-            rows = _obs_batch(spec.observation_space, pop * episodes, seed=t)
-            rows = gym.vector.utils.iterate(spec.observation_space, rows)
-            mine = list(rows)[p * episodes : (p + 1) * episodes]
-            batch = gym.vector.utils.concatenate(
-                spec.observation_space,
-                mine,
-                gym.vector.utils.create_empty_array(spec.observation_space, episodes),
-            )
-            a, single_states[p] = policy.act(batch, single_states[p])
+            mine = _batch(spec.observation_space, samples[p * episodes : (p + 1) * episodes])
+            a, single_states[p] = policy.act(mine, single_states[p])
             np.testing.assert_allclose(
                 actions[p * episodes : (p + 1) * episodes], a, rtol=1e-5, atol=1e-5
             )

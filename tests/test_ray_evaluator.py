@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.env_factory import EnvFactory
+from evolstm.env_factory import EnvFactory, resolve_env
 from evolstm.evaluation import PopulationEvaluator, episode_seeds
 from evolstm.policy import PolicySpec, init_vector
 
 ray = pytest.importorskip("ray")
 
-CARTPOLE = EnvFactory(id="evolstm/CartPoleNoVel-v0", kwargs={}, wrappers=[])
-CUE = EnvFactory(id="tests.fixture_envs:CueRecallEnv", kwargs={"delay": 2}, wrappers=[])
+CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
+CUE = resolve_env("tests.fixture_envs:CueRecallEnv", {"delay": 2})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,356 @@
+"""Population env-steps per second: the evolstm evaluator against EvoTorch's VecGymNE and GymNE.
+
+One task (``evolstm/CartPoleNoVel-v0``), one policy size (LSTM, hidden 16, linear readout),
+and the SAME population on every side: ``P`` members around a balancing centre (centre +
+Gaussian noise), mapped parameter for parameter into EvoTorch's network
+``"LSTM(obs_length, 16) >> Linear(16, act_length)"`` (``bench/_evotorch_mapping.py``, tested
+in ``tests/test_bench_mapping.py``). Nearly every episode then runs its full 500 steps on every
+side, so each side does the same work per generation; the table shows each side's mean episode
+length to prove it. EvoTorch runs as configured for a fair race: no observation
+normalisation, no action noise, ``num_actors=0`` (in-process), one episode per member.
+
+Rows (warm-up run excluded, median of ``--repeats`` timed runs):
+
+* ``evolstm``: ``PopulationEvaluator.evaluate`` on the native numpy vector env, P x E slots;
+* ``VecGymNE`` (env id string): what a user gets; EvoTorch builds its own ``SyncVectorEnv``
+  (eager autoreset) of ``gymnasium.make`` single envs, stepped one by one in Python;
+* ``VecGymNE`` (native env): handed a callable that returns evolstm's native vector env, with
+  each slot's generator preset like evolstm's, so both play the very same episodes; this row
+  isolates EvoTorch's policy and loop overhead from the env;
+* ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed).
+
+The centre comes from ``--policy runs/<run>/policy.pt`` (a trained quickstart policy) or, when
+absent, is trained here first with evolstm's PGPE (the quickstart's settings, capped).
+
+    python bench/throughput.py                      # train a centre, then the full table
+    python bench/throughput.py --policy runs/quickstart-.../policy.pt
+    python bench/throughput.py --quick              # short smoke run (no timing claims)
+    python bench/throughput.py --ray                # adds Ray rows (2 actors on both sides)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Run as a script, this folder heads sys.path and a plain `import envs` would find
+# bench/envs.py; the repository root takes its place (as in bench/envs.py).
+_bench_dir = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _bench_dir]
+sys.path.insert(0, str(_bench_dir.parent))
+importlib.import_module("envs")  # registers evolstm/CartPoleNoVel-v0 with gymnasium
+
+import evotorch  # noqa: E402
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from evotorch import SolutionBatch  # noqa: E402
+from evotorch.neuroevolution import GymNE, VecGymNE  # noqa: E402
+from gymnasium.utils import seeding  # noqa: E402
+
+from bench._evotorch_mapping import evotorch_network, to_evotorch_solutions  # noqa: E402
+from evolstm.agent import AgentContext  # noqa: E402
+from evolstm.env_factory import EnvFactory, resolve_env  # noqa: E402
+from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
+from evolstm.policy import PolicySpec, RecurrentPolicy  # noqa: E402
+from evolstm.registry import available_agents  # noqa: E402
+
+ENV_ID = "evolstm/CartPoleNoVel-v0"
+HIDDEN = 16
+SOLVED = 475.0
+EPISODE_SEED = 12345  # the one start every member meets on the evolstm and native-env rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", type=Path, help="a trained policy.pt to centre the population")
+    parser.add_argument("--quick", action="store_true", help="small, short smoke run")
+    parser.add_argument("--population", type=int, help="P (default 256; 32 with --quick)")
+    parser.add_argument("--gymne-members", type=int, help="GymNE subset (default 16; 4 quick)")
+    parser.add_argument("--repeats", type=int, help="timed runs per row (default 3; 1 quick)")
+    parser.add_argument("--noise", type=float, default=0.01, help="population noise stdev")
+    parser.add_argument("--max-generations", type=int, help="PGPE cap (default 300; 10 quick)")
+    parser.add_argument("--save-policy", type=Path, help="save the trained centre here")
+    parser.add_argument("--ray", action="store_true", help="add rows with 2 Ray actors per side")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    for name, full, short in (
+        ("population", 256, 32),
+        ("gymne_members", 16, 4),
+        ("repeats", 3, 1),
+        ("max_generations", 300, 10),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, short if quick else full)
+    return args
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    side: str
+    path: str
+    members: int
+    episodes: int
+    threads: int
+    mean_length: float
+    steps_per_s: float
+    reference: Row | None = None  # the evolstm row this side is compared with
+
+    def ratio(self) -> str:
+        if self.reference is None:
+            return "-"
+        return f"{self.reference.steps_per_s / self.steps_per_s:.1f}x"
+
+
+def timed(run: Callable[[], int], repeats: int) -> tuple[float, list[int]]:
+    """Median env-steps/s of ``repeats`` calls of ``run`` (returns env steps), after one
+    untimed warm-up call; also every timed call's step count."""
+    run()
+    rates, counts = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        steps = run()
+        rates.append(steps / (time.perf_counter() - start))
+        counts.append(steps)
+    return statistics.median(rates), counts
+
+
+# -- the centre and the population ---------------------------------------------------------
+def held_out_return(evaluator: Evaluator, vector: torch.Tensor, index: int, seed: int) -> float:
+    seeds = episode_seeds(seed, EVAL_STREAM, index, 16)
+    return float(evaluator.evaluate(vector[None], seeds).returns.mean())
+
+
+def train_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace) -> torch.Tensor:
+    """PGPE with the quickstart's settings until a 16-episode held-out mean >= 475 (checked
+    every 5 generations) or ``args.max_generations``; returns the best centre seen."""
+    evaluator = PopulationEvaluator(factory, spec)
+    pgpe = available_agents()["pgpe"]
+    options = pgpe.Options(popsize=64, episodes=2, stdev_init=0.1, center_lr=0.05)
+    agent = pgpe(options, AgentContext(spec, args.seed, evaluator, factory.make_vector))
+    best, best_return = agent.policy_vector(), -np.inf
+    start = time.perf_counter()
+    for generation in range(1, args.max_generations + 1):
+        agent.step()
+        if generation % 5 and generation != args.max_generations:
+            continue
+        centre = agent.policy_vector()
+        score = held_out_return(evaluator, centre, generation, args.seed)
+        if score > best_return:
+            best, best_return = centre, score
+        print(f"  PGPE generation {generation}: held-out mean return {score:.1f}", flush=True)
+        if score >= SOLVED:
+            break
+    evaluator.close()
+    verdict = "solved" if best_return >= SOLVED else "NOT solved (episodes will be short)"
+    print(f"  centre: held-out {best_return:.1f}, {verdict}, {time.perf_counter() - start:.0f} s")
+    return best
+
+
+def obtain_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace) -> torch.Tensor:
+    if args.policy is not None:
+        policy = RecurrentPolicy.load(args.policy)
+        if policy.spec.cell != "lstm" or policy.spec.hidden != HIDDEN or policy.spec.layers != 1:
+            raise SystemExit(f"{args.policy}: expected a 1-layer lstm policy with hidden {HIDDEN}")
+        print(f"centre: {args.policy}")
+        return policy.to_vector()
+    print("centre: training one with evolstm PGPE (popsize 64, 2 episodes, stdev 0.1, lr 0.05)")
+    centre = train_centre(spec, factory, args)
+    if args.save_policy is not None:
+        RecurrentPolicy(spec, centre).save(args.save_policy)
+    return centre
+
+
+# -- the sides -----------------------------------------------------------------------------
+def evolstm_side(evaluator: Evaluator, vectors: torch.Tensor, episodes: int):
+    """A run closure and the lengths of its last run."""
+    seeds = [EPISODE_SEED + e for e in range(episodes)]
+    lengths: list[np.ndarray] = []
+
+    def run() -> int:
+        result = evaluator.evaluate(vectors, seeds)
+        lengths.append(result.lengths)
+        return result.env_steps
+
+    return run, lengths
+
+
+def seed_slots_like_evolstm(env: gym.vector.VectorEnv) -> None:
+    """Seed every native slot as evolstm's evaluator does for episode seed ``EPISODE_SEED``.
+
+    VecGymNE resets without a seed, so the per-slot generators are set before it resets."""
+    env.unwrapped.slot_rngs = [seeding.np_random(EPISODE_SEED)[0] for _ in range(env.num_envs)]
+
+
+def vecgymne_side(problem: VecGymNE, solutions: torch.Tensor, preset: bool) -> Callable[[], int]:
+    def run() -> int:
+        if preset and problem.get_env() is not None:  # a new env is seeded when built
+            seed_slots_like_evolstm(problem.get_env())
+        before = problem.interaction_count
+        batch = SolutionBatch(problem, popsize=len(solutions), empty=True)
+        batch.set_values(solutions)
+        problem.evaluate(batch)
+        return problem.interaction_count - before
+
+    return run
+
+
+def gymne_side(problem: GymNE, solutions: torch.Tensor) -> Callable[[], int]:
+    def run() -> int:
+        before = problem.interaction_count
+        batch = SolutionBatch(problem, popsize=len(solutions), empty=True)
+        batch.set_values(solutions)
+        problem.evaluate(batch)
+        return problem.interaction_count - before
+
+    return run
+
+
+def native_vector_env(num_envs: int) -> gym.vector.VectorEnv:
+    """evolstm's native vector env, for VecGymNE's callable form."""
+    env = gym.make_vec(ENV_ID, num_envs, vectorization_mode="vector_entry_point")
+    seed_slots_like_evolstm(env)
+    return env
+
+
+def template_net(problem: VecGymNE | GymNE) -> torch.nn.Module:
+    """The problem's network, whose parameter order is its solution order."""
+    return problem.make_net(torch.zeros(problem.solution_length))
+
+
+def make_vecgymne(env, network: str, num_actors: int = 0) -> VecGymNE:
+    problem = VecGymNE(
+        env,
+        network,
+        observation_normalization=False,
+        action_noise_stdev=None,
+        num_episodes=1,
+        num_actors=num_actors,
+    )
+    assert not problem.observation_normalization and problem._action_noise_stdev is None
+    return problem
+
+
+# -- main ----------------------------------------------------------------------------------
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'side':<9} {'env path':<38} {'P':>4} {'E':>2} {'thr':>3} "
+        f"{'mean len':>8} {'env-steps/s':>12} {'evolstm/side':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.side:<9} {r.path:<38} {r.members:>4} {r.episodes:>2} {r.threads:>3} "
+            f"{r.mean_length:>8.1f} {r.steps_per_s:>12,.0f} {r.ratio():>12}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.getLogger("evotorch").setLevel(logging.WARNING)
+    default_threads = torch.get_num_threads()
+    print("$ " + " ".join([sys.executable, *sys.argv]))
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"(torch.get_num_threads() = {default_threads}), numpy {np.__version__}, "
+        f"gymnasium {gym.__version__}, evotorch {evotorch.__version__}"
+    )
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews timings)")
+    factory = resolve_env(ENV_ID)
+    obs_space, act_space = factory.spaces()
+    spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=HIDDEN)
+    centre = obtain_centre(spec, factory, args)
+    P, R = args.population, args.repeats
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    vectors = centre + args.noise * torch.randn(P, centre.numel(), generator=gen)
+    network = evotorch_network(spec)
+    print(f"population: P = {P}, centre + N(0, {args.noise}^2); EvoTorch network {network!r}")
+    print(f"timing: 1 warm-up run excluded, median of {R}; GymNE on {args.gymne_members} members")
+
+    rows: list[Row] = []
+
+    def evolstm_row(threads: int, episodes: int) -> Row:
+        torch.set_num_threads(threads)
+        evaluator = PopulationEvaluator(factory, spec)
+        run, lengths = evolstm_side(evaluator, vectors, episodes)
+        rate, _ = timed(run, R)
+        evaluator.close()
+        path = "native numpy vector env"
+        return Row("evolstm", path, P, episodes, threads, float(lengths[-1].mean()), rate)
+
+    def vec_row(problem: VecGymNE, path: str, preset: bool, threads: int, ref: Row) -> Row:
+        torch.set_num_threads(threads)
+        solutions = to_evotorch_solutions(template_net(problem), spec, vectors)
+        rate, counts = timed(vecgymne_side(problem, solutions, preset), R)
+        return Row("VecGymNE", path, P, 1, threads, counts[-1] / P, rate, ref)
+
+    headline = evolstm_row(default_threads, 1)
+    rows.append(headline)
+    by_id = make_vecgymne(ENV_ID, network)
+    rows.append(
+        vec_row(by_id, "id string -> EvoTorch SyncVectorEnv", False, default_threads, headline)
+    )
+    native = make_vecgymne(native_vector_env, network)
+    rows.append(vec_row(native, "callable -> evolstm native env", True, default_threads, headline))
+    torch.set_num_threads(default_threads)
+    gymne = GymNE(ENV_ID, network, observation_normalization=False, num_actors=0)
+    subset = vectors[: args.gymne_members]
+    gym_solutions = to_evotorch_solutions(template_net(gymne), spec, subset)
+    rate, counts = timed(gymne_side(gymne, gym_solutions), R)
+    path = "gymnasium.make single env, 1 at a time"
+    rows.append(
+        Row("GymNE", path, len(subset), 1, default_threads, counts[-1] / len(subset), rate, headline)
+    )
+
+    if default_threads != 1:
+        single = evolstm_row(1, 1)
+        rows.append(single)
+        rows.append(vec_row(by_id, "id string -> EvoTorch SyncVectorEnv", False, 1, single))
+    rows.append(evolstm_row(default_threads, 4))
+    torch.set_num_threads(default_threads)
+
+    if args.ray:
+        rows.extend(ray_rows(factory, spec, vectors, network, R))
+    print()
+    print_table(rows)
+    print(
+        "ratio = the evolstm row above it with the same threads (E=1) / that side; "
+        "mean len = env steps / episodes in the last timed run"
+    )
+
+
+def ray_rows(
+    factory: EnvFactory, spec: PolicySpec, vectors: torch.Tensor, network: str, repeats: int
+) -> list[Row]:
+    """2 Ray actors per side (1 torch thread each on evolstm's side); Ray start-up untimed."""
+    from evolstm.ray_evaluator import RayEvaluator
+
+    P = len(vectors)
+    evaluator = RayEvaluator(factory, spec, num_workers=2, address="local")
+    run, lengths = evolstm_side(evaluator, vectors, 1)
+    rate, _ = timed(run, repeats)
+    ours = Row("evolstm", "Ray, 2 actors, native env", P, 1, 1, float(lengths[-1].mean()), rate)
+    problem = make_vecgymne(ENV_ID, network, num_actors=2)
+    solutions = to_evotorch_solutions(template_net(problem), spec, vectors)
+    rate, counts = timed(vecgymne_side(problem, solutions, preset=False), repeats)
+    path = "Ray, 2 actors, id string -> SyncVecEnv"
+    theirs = Row("VecGymNE", path, P, 1, torch.get_num_threads(), counts[-1] / P, rate, ours)
+    evaluator.close()
+    return [ours, theirs]
+
+
+if __name__ == "__main__":
+    main()

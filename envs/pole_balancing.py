@@ -1,0 +1,392 @@
+"""Pole balancing, the classic neuroevolution benchmark (single and double pole).
+
+Registered as ``evolstm/SinglePoleNoVel-v0`` (``poles=1, velocities=False``),
+``evolstm/DoublePole-v0`` (``poles=2, velocities=True``) and ``evolstm/DoublePoleNoVel-v0``
+(``poles=2, velocities=False``). Physics per Gomez, Schmidhuber & Miikkulainen, "Accelerated
+Neural Evolution through Cooperatively Coevolved Synapses", JMLR 9, 2008, Appendix A (after
+Wieland 1991): one or two poles hinged on one cart on a 4.8 m track.
+
+* Constants: cart 1 kg; pole half-lengths 0.5 m and 0.05 m; pole masses 0.1 kg and 0.01 kg;
+  hinge friction ``mu_p = 2e-6``; ``g = 9.8``. Integration: 4th-order Runge-Kutta,
+  ``tau = 0.01`` s, two integration steps per action (the controller acts every 0.02 s).
+* State: ``(x, x_dot, theta1, theta1_dot[, theta2, theta2_dot])`` in m, m/s, rad, rad/s,
+  angles from vertical. Start: long pole at 0.07 rad (4.0156°), all else 0 (or
+  ``initial_state``). The start is deterministic: seeding changes nothing.
+* Action: ``Box(-1, 1, (1,))``; force = 10 N x action (clipped to [-1, 1]), with
+  ``|force| >= 10/256`` N: a smaller force keeps its sign (0 counts as positive) and takes
+  that magnitude.
+* Observation (float32): with ``velocities=True``
+  ``(x/2.4, x_dot/2, theta1/L, theta1_dot/2[, theta2/L, theta2_dot/2])``; without,
+  ``(x/2.4, theta1/L[, theta2/L])``, where ``L`` is the failure angle (36° for two poles,
+  12° for one pole). Positions are thus in [-1, 1] while balanced; velocities are divided by
+  2 (m/s or rad/s) as in the ESP/NEAT/Shark codes.
+* Failure (termination): ``|x| > 2.4`` m or a pole beyond ±36° (±12° for one pole).
+* Reward ``"standard"``: 1 per step that ends balanced (0 on the failing step); episodes are
+  truncated at ``max_steps`` (default 100,000); success = balancing all 100,000 steps.
+* Reward ``"damping"`` (Gruau, Whitley & Pyeatt 1996): 1,000-step episodes, episode fitness
+  ``F = 0.1 f1 + 0.9 f2``, ``f1 = t/1000`` (t = steps balanced), ``f2 = 0`` if ``t < 100``,
+  else ``0.75 / sum over the last 100 balanced steps of (|x| + |x_dot| + |theta1| +
+  |theta1_dot|)`` (raw state units). Delivered as ``0.1/1000`` per balanced step plus
+  ``0.9 f2`` added to the episode's final step, so the episode's summed reward is ``F``.
+  The env truncates by itself at ``max_steps`` (use that kwarg, not an outer ``TimeLimit``,
+  which the damping reward cannot see).
+* ``info["success"]`` on final steps: the episode balanced all ``max_steps`` steps.
+
+:func:`generalization_test` runs the 625-start generalisation test of the same paper.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.batched import BatchedEnv
+
+CART_MASS = 1.0
+HALF_LENGTHS = np.array([0.5, 0.05])
+POLE_MASSES = np.array([0.1, 0.01])
+MU_P = 2e-6
+# Negative in Wieland's equations as written below: it makes the poles fall away from vertical.
+GRAVITY = -9.8
+TAU = 0.01
+STEPS_PER_ACTION = 2
+FORCE_MAG = 10.0
+MIN_FORCE = FORCE_MAG / 256
+X_LIMIT = 2.4
+ANGLE_LIMITS = {1: np.deg2rad(12.0), 2: np.deg2rad(36.0)}
+START_ANGLE = 0.07
+VELOCITY_SCALE = 2.0
+REWARDS = ("standard", "damping")
+DEFAULT_MAX_STEPS = {"standard": 100_000, "damping": 1_000}
+DAMPING_WINDOW = 100
+DAMPING_STEP_REWARD = 0.1 / 1000
+
+
+def pole_derivatives(state: np.ndarray, force: np.ndarray) -> np.ndarray:
+    """Time derivative of the cart-pole state (Wieland's equations of motion).
+
+    :param state: ``[N, 2 + 2K]`` rows ``(x, x_dot, theta_1, theta_1_dot, ...)``, K poles.
+    :param force: ``[N]`` force on the cart in N.
+    :return: ``[N, 2 + 2K]`` derivatives.
+    """
+    poles = (state.shape[1] - 2) // 2
+    mass, half = POLE_MASSES[:poles], HALF_LENGTHS[:poles]
+    theta, theta_dot = state[:, 2::2], state[:, 3::2]
+    cos, sin = np.cos(theta), np.sin(theta)
+    g_sin = GRAVITY * sin
+    friction = MU_P * theta_dot / (mass * half)
+    effective_force = mass * half * theta_dot**2 * sin + 0.75 * mass * cos * (friction + g_sin)
+    effective_mass = mass * (1.0 - 0.75 * cos**2)
+    x_acc = (force + effective_force.sum(axis=1)) / (CART_MASS + effective_mass.sum(axis=1))
+    theta_acc = -0.75 * (x_acc[:, None] * cos + g_sin + friction) / half
+    derivative = np.empty_like(state)
+    derivative[:, 0] = state[:, 1]
+    derivative[:, 1] = x_acc
+    derivative[:, 2::2] = theta_dot
+    derivative[:, 3::2] = theta_acc
+    return derivative
+
+
+def rk4_step(state: np.ndarray, force: np.ndarray, dt: float = TAU) -> np.ndarray:
+    """One classical 4th-order Runge-Kutta step of :func:`pole_derivatives` (``[N, S]``)."""
+    k1 = pole_derivatives(state, force)
+    k2 = pole_derivatives(state + 0.5 * dt * k1, force)
+    k3 = pole_derivatives(state + 0.5 * dt * k2, force)
+    k4 = pole_derivatives(state + dt * k3, force)
+    return state + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def action_to_force(action: np.ndarray) -> np.ndarray:
+    """``[N, 1]`` actions in [-1, 1] -> ``[N]`` forces in N (at least 10/256 N in size)."""
+    force = FORCE_MAG * np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+    small = np.abs(force) < MIN_FORCE
+    return np.where(small, np.where(force < 0, -MIN_FORCE, MIN_FORCE), force)
+
+
+def advance(state: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """The state ``[N, S]`` after one action (two RK4 steps of 0.01 s)."""
+    force = action_to_force(action)
+    for _ in range(STEPS_PER_ACTION):
+        state = rk4_step(state, force)
+    return state
+
+
+def failed(state: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the cart left the track or a pole passed the failure angle."""
+    limit = ANGLE_LIMITS[(state.shape[1] - 2) // 2]
+    return (np.abs(state[:, 0]) > X_LIMIT) | (np.abs(state[:, 2::2]) > limit).any(axis=1)
+
+
+def damping_reward(
+    window: np.ndarray, balanced: np.ndarray, state: np.ndarray, fail: np.ndarray, final: np.ndarray
+) -> np.ndarray:
+    """Per-step share of Gruau's damping fitness; updates ``window``/``balanced`` in place.
+
+    :param window: ``[N, 100]`` ring of the last jiggle values ``|x|+|x_dot|+|th1|+|th1_dot|``.
+    :param balanced: ``[N]`` int, steps balanced so far in the episode.
+    :param state: ``[N, S]`` the state after this step.
+    :param fail: ``[N]`` bool, this step failed.
+    :param final: ``[N]`` bool, this step ends the episode.
+    :return: ``[N]`` reward; summed over an episode it is ``0.1 t/1000 + 0.9 f2``.
+    """
+    ok = ~fail
+    rows = np.flatnonzero(ok)
+    window[rows, balanced[rows] % DAMPING_WINDOW] = np.abs(state[rows, :4]).sum(axis=1)
+    balanced += ok
+    reward = DAMPING_STEP_REWARD * ok
+    full = final & (balanced >= DAMPING_WINDOW)
+    if full.any():
+        reward[full] += 0.9 * 0.75 / window[full].sum(axis=1)
+    return reward
+
+
+@dataclass(frozen=True)
+class PoleTask:
+    """Validated task options shared by the single and the vector env."""
+
+    poles: int
+    velocities: bool
+    reward: str
+    max_steps: int
+    initial_state: np.ndarray = field(repr=False)
+
+    @property
+    def state_size(self) -> int:
+        return 2 + 2 * self.poles
+
+    @property
+    def angle_limit(self) -> float:
+        return float(ANGLE_LIMITS[self.poles])
+
+    def observation_space(self) -> spaces.Box:
+        if self.velocities:
+            high = np.tile([2.0, np.inf], self.poles + 1)
+        else:
+            high = np.full(self.poles + 1, 2.0)
+        return spaces.Box(-high.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+
+    def observe(self, state: np.ndarray) -> np.ndarray:
+        """``[N, S]`` states -> ``[N, obs]`` float32 scaled observations."""
+        scale = np.tile([X_LIMIT, VELOCITY_SCALE], self.poles + 1)
+        scale[2::2] = self.angle_limit
+        scaled = state / scale
+        if not self.velocities:
+            scaled = scaled[:, 0::2]
+        return scaled.astype(np.float32)
+
+
+def make_task(
+    poles: int = 2,
+    velocities: bool = True,
+    reward: str = "standard",
+    max_steps: int | None = None,
+    initial_state: Sequence[float] | np.ndarray | None = None,
+    num_envs: int | None = None,
+) -> PoleTask:
+    """Validate the task kwargs (``num_envs``: also accept one initial state per slot)."""
+    if isinstance(poles, bool) or poles not in (1, 2):
+        raise ValueError(f"poles must be 1 or 2, got {poles!r}")
+    if not isinstance(velocities, bool | np.bool_):
+        raise ValueError(f"velocities must be a bool, got {velocities!r}")
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    if max_steps is None:
+        max_steps = DEFAULT_MAX_STEPS[reward]
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    size = 2 + 2 * poles
+    if initial_state is None:
+        start = np.zeros(size)
+        start[2] = START_ANGLE
+    else:
+        start = np.array(initial_state, dtype=np.float64)
+        shapes = [(size,)] + ([(num_envs, size)] if num_envs is not None else [])
+        if start.shape not in shapes:
+            raise ValueError(
+                f"initial_state must have shape {' or '.join(map(str, shapes))} "
+                f"(x, x_dot, theta1, theta1_dot, ...), got shape {start.shape}"
+            )
+        if not np.isfinite(start).all() or failed(start.reshape(-1, size)).any():
+            raise ValueError(
+                f"initial_state must be finite and inside the failure bounds (|x| <= {X_LIMIT}, "
+                f"|theta| <= {np.rad2deg(ANGLE_LIMITS[poles]):.0f} deg), got {start.tolist()}"
+            )
+    return PoleTask(int(poles), bool(velocities), reward, int(max_steps), start)
+
+
+class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
+    """One or two poles on a cart (Gomez et al. 2008, Appendix A); see the module docstring.
+
+    :param poles: 1 or 2.
+    :param velocities: observe velocities too (Markov) or only positions (non-Markov).
+    :param reward: ``"standard"`` or ``"damping"``.
+    :param max_steps: episode length limit (default 100,000 standard, 1,000 damping).
+    :param initial_state: start state ``[2 + 2 poles]`` (default: long pole at 0.07 rad).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(
+        self,
+        poles: int = 2,
+        velocities: bool = True,
+        reward: str = "standard",
+        max_steps: int | None = None,
+        initial_state: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        self.task = make_task(poles, velocities, reward, max_steps, initial_state)
+        self.observation_space = self.task.observation_space()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.state = self.task.initial_state.copy()
+        self._steps = 0
+        self._window = np.zeros((1, DAMPING_WINDOW))
+        self._balanced = np.zeros(1, dtype=np.int64)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.state = self.task.initial_state.copy()
+        self._steps = 0
+        self._window[:] = 0.0
+        self._balanced[:] = 0
+        return self.task.observe(self.state[None])[0], {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        state = advance(self.state[None], np.asarray(action).reshape(1, 1))
+        self.state = state[0]
+        self._steps += 1
+        fail = failed(state)
+        truncated = self._steps >= self.task.max_steps
+        if self.task.reward == "damping":
+            final = fail | truncated
+            reward = damping_reward(self._window, self._balanced, state, fail, final)
+        else:
+            reward = (~fail).astype(np.float64)
+        terminated = bool(fail[0])
+        info = {"success": truncated and not terminated} if terminated or truncated else {}
+        return self.task.observe(state)[0], float(reward[0]), terminated, truncated, info
+
+
+class PoleBalancingVectorEnv(BatchedEnv):
+    """N pole-balancing carts stepped as one numpy array; slot ``i`` equals a
+    :class:`PoleBalancingEnv` (see :class:`envs.batched.BatchedEnv`).
+
+    :param num_envs: number of slots N.
+    :param max_episode_steps: same as ``max_steps`` (gymnasium's name; give one of them).
+    :param poles, velocities, reward, max_steps: as :class:`PoleBalancingEnv`.
+    :param initial_state: ``[2 + 2 poles]`` for every slot, or ``[N, 2 + 2 poles]`` per slot.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        max_episode_steps: int | None = None,
+        poles: int = 2,
+        velocities: bool = True,
+        reward: str = "standard",
+        max_steps: int | None = None,
+        initial_state: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        if None not in (max_episode_steps, max_steps) and max_episode_steps != max_steps:
+            raise ValueError(
+                f"max_episode_steps ({max_episode_steps}) and max_steps ({max_steps}) "
+                "disagree; give only one"
+            )
+        steps = max_steps if max_steps is not None else max_episode_steps
+        self.task = make_task(poles, velocities, reward, steps, initial_state, num_envs)
+        super().__init__(num_envs, self.task.max_steps)
+        self.single_observation_space = self.task.observation_space()
+        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._finish_spaces()
+        self._starts = np.broadcast_to(self.task.initial_state, (num_envs, self.task.state_size))
+        self.state = self._starts.copy()
+        self._window = np.zeros((num_envs, DAMPING_WINDOW))
+        self._balanced = np.zeros(num_envs, dtype=np.int64)
+
+    def _reset_slots(self, idx: np.ndarray) -> None:
+        self.state[idx] = self._starts[idx]
+        self._window[idx] = 0.0
+        self._balanced[idx] = 0
+
+    def _step_all(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
+        self.state = advance(self.state, np.asarray(actions).reshape(self.num_envs, 1))
+        fail = failed(self.state)
+        if self.task.reward == "damping":
+            final = fail | (self.elapsed_steps + 1 >= self.task.max_steps)
+            return damping_reward(self._window, self._balanced, self.state, fail, final), fail
+        return (~fail).astype(np.float64), fail
+
+    def _observe(self) -> np.ndarray:
+        return self.task.observe(self.state)
+
+    def _step_infos(self, terminated: np.ndarray, truncated: np.ndarray) -> dict[str, Any]:
+        final = terminated | truncated
+        if not final.any():
+            return {}
+        return {"success": truncated & ~terminated, "_success": final}
+
+
+GENERALIZATION_FRACTIONS = (0.05, 0.25, 0.5, 0.75, 0.95)
+# Half-ranges of (x [m], x_dot [m/s], theta1 [rad], theta1_dot [rad/s]) for the start grid.
+GENERALIZATION_RANGES = (2.16, 1.35, np.deg2rad(3.6), np.deg2rad(8.6))
+GENERALIZATION_STEPS = 1_000
+
+PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def generalization_starts(poles: int = 2) -> np.ndarray:
+    """The 625 start states ``[625, 2 + 2 poles]`` of the generalisation test.
+
+    Each of ``x, x_dot, theta1, theta1_dot`` takes the values at 0.05, 0.25, 0.5, 0.75 and
+    0.95 of its range ``[-r, r]`` (r = 2.16 m, 1.35 m/s, 3.6°, 8.6°/s); other entries are 0.
+    """
+    levels = [[-r + f * 2 * r for f in GENERALIZATION_FRACTIONS] for r in GENERALIZATION_RANGES]
+    starts = np.zeros((len(GENERALIZATION_FRACTIONS) ** 4, 2 + 2 * poles))
+    starts[:, :4] = np.array(list(itertools.product(*levels)))
+    return starts
+
+
+def generalization_test(
+    policy_fn: PolicyFn,
+    *,
+    poles: int = 2,
+    velocities: bool = False,
+    steps: int = GENERALIZATION_STEPS,
+) -> int:
+    """Gomez et al.'s generalisation test: how many of the 625 starts the policy balances.
+
+    All 625 starts run in one :class:`PoleBalancingVectorEnv` batch; a start passes if no
+    failure occurs within ``steps`` (1,000) actions.
+
+    :param policy_fn: ``(obs [N, obs] float32, episode_start [N] bool) -> actions [N, 1]``;
+        ``episode_start`` is True where ``obs`` opens an episode (all slots on the first
+        call), so a recurrent policy resets its state there.
+    :param poles, velocities: the task variant.
+    :return: the number of starts balanced, out of 625.
+    """
+    starts = generalization_starts(poles)
+    n = len(starts)
+    env = PoleBalancingVectorEnv(
+        n, poles=poles, velocities=velocities, max_steps=steps, initial_state=starts
+    )
+    obs, _ = env.reset(seed=0)
+    episode_start = np.ones(n, dtype=bool)
+    done = np.zeros(n, dtype=bool)
+    ever_failed = np.zeros(n, dtype=bool)
+    for _ in range(steps):
+        actions = np.asarray(policy_fn(obs, episode_start), dtype=np.float32)
+        if actions.shape != (n, 1):
+            raise ValueError(f"policy_fn must return actions [{n}, 1], got {actions.shape}")
+        obs, _, terminated, truncated, _ = env.step(actions)
+        ever_failed |= terminated
+        # NEXT_STEP autoreset: the slots done at the previous step were reset by this one.
+        episode_start, done = done, terminated | truncated
+    env.close()
+    return int(n - ever_failed.sum())

@@ -1,0 +1,186 @@
+"""The ``evolstm`` command line (also ``python -m evolstm``).
+
+::
+
+    evolstm train CONFIG.yaml [key.sub=value ...] [--resume RUN_DIR] [--ray-address ADDR]
+                  [--runs-dir DIR]
+    evolstm eval RUN_DIR|CHECKPOINT [--episodes N] [--seed S]
+    evolstm envs
+    evolstm agents
+
+A :class:`~evolstm.errors.ConfigError` anywhere prints ``error: <one line>`` to stderr and
+exits with status 2 (no traceback), like argparse's own usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from evolstm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evolstm", description="LSTM policies for POMDPs: neuroevolution and policy gradients."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train an agent from a YAML config")
+    train.add_argument("config", metavar="CONFIG.yaml", help="the training config")
+    train.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue a run exactly")
+    train.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="overrides ray.address: local | auto | ray://host:port | host:port",
+    )
+    train.add_argument(
+        "--runs-dir", metavar="DIR", type=Path, default=Path("runs"), help="default: runs/"
+    )
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's policy on held-out episodes")
+    evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT", type=Path)
+    evaluate.add_argument("--episodes", type=int, help="default: the run's eval.episodes")
+    evaluate.add_argument("--seed", type=int, help="default: the run's seed (its final eval)")
+
+    commands.add_parser("envs", help="list the registered evolstm tasks with their spaces")
+    commands.add_parser("agents", help="list the available agents with their family")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from evolstm.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from evolstm.trainer import train  # after validation: config errors come fast
+
+    train(cfg, resume=args.resume, ray_address=args.ray_address, runs_root=args.runs_dir)
+    return 0
+
+
+def _load_for_eval(path: Path) -> tuple[dict, torch.Tensor]:
+    """The run config data and the policy vector ``[D]`` named by a run folder or a file."""
+    import torch
+
+    from evolstm.checkpoint import FORMAT, find_checkpoint
+    from evolstm.config import read_yaml
+    from evolstm.policy import RecurrentPolicy
+    from evolstm.trainer import CONFIG_FILE, POLICY_FILE
+
+    if path.is_dir():
+        config = read_yaml(path / CONFIG_FILE)
+        if (path / POLICY_FILE).is_file():
+            return config, RecurrentPolicy.load(path / POLICY_FILE).to_vector()
+        path = find_checkpoint(path)
+    if not path.is_file():
+        raise ConfigError(f"no run folder, checkpoint or policy file at {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        return blob["config"], blob["policy_vector"]
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    try:
+        vector = RecurrentPolicy.load(path).to_vector()
+    except ValueError as err:
+        raise ConfigError(f"{path}: neither an evolstm checkpoint nor a policy file") from err
+    return read_yaml(run_dir / CONFIG_FILE), vector
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from evolstm.config import validate_config
+    from evolstm.evaluation import PopulationEvaluator
+    from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
+
+    data, vector = _load_for_eval(args.path)
+    cfg = validate_config(data, check_agent=False)
+    episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
+    seed = args.seed if args.seed is not None else cfg.seed
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    factory = env_factory_for(cfg)
+    spec = policy_spec_for(cfg, factory)
+    evaluator = PopulationEvaluator(factory, spec, episodes)
+    try:
+        result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes))
+    finally:
+        evaluator.close()
+    line = (
+        f"{cfg.env.id}: eval return {result['eval_return_mean']:.4g} ± "
+        f"{result['eval_return_std']:.4g} over {episodes} episodes (seed {seed})"
+    )
+    if "eval_success_rate" in result:
+        line += f", success rate {result['eval_success_rate']:.3f}"
+    print(line)
+    return 0
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import envs
+    from evolstm.env_factory import OTHER_FORMS
+
+    ids = envs.task_ids()
+    width = max(len(i) for i in ids)
+    for task_id in ids:
+        try:
+            env = gym.make(task_id)
+            spaces = f"observation {env.observation_space}  action {env.action_space}"
+            env.close()
+        except Exception as err:  # one broken task must not hide the others
+            spaces = f"(cannot be built: {type(err).__name__}: {err})"
+        print(f"{task_id:<{width}}  {spaces}")
+    print(f"env.id also accepts {OTHER_FORMS.removeprefix('or ')}")
+    return 0
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    from evolstm.registry import available_agents, broken_agents
+
+    agents = available_agents()
+    broken = broken_agents()
+    width = max((len(n) for n in [*agents, *broken]), default=4)
+    for name, cls in agents.items():
+        summary = (cls.__doc__ or "").strip().splitlines()[:1]
+        about = f"  {summary[0]}" if summary else ""
+        print(f"{name:<{width}}  {cls.family:<3} {cls.__module__}:{cls.__qualname__}{about}")
+    for name, reason in broken.items():
+        print(f"{name:<{width}}  (failed to load: {reason})")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "envs": _cmd_envs, "agents": _cmd_agents}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for config and usage errors)."""
+    parser = build_parser()
+    try:
+        # Overrides may come after the options (`train c.yaml --resume R a=1`): argparse
+        # leaves those as unknown arguments, and only `train` accepts them.
+        args, extra = parser.parse_known_args(argv)
+        if extra and (args.command != "train" or any(e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "train":
+            args.overrides = [*args.overrides, *extra]
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_CONFIG_ERROR
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

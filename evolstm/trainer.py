@@ -1,0 +1,392 @@
+"""One training loop for every agent: budget, held-out evaluation, checkpoints, loggers.
+
+``train(cfg)`` builds the env factory, the policy spec, the evaluator (in-process or Ray)
+and the agent named in the config, then calls ``agent.step()`` until the budget is spent.
+A run folder ``runs/<name>-<timestamp>/`` receives ``config.yaml``, ``metrics.jsonl``,
+``checkpoints/``, ``summary.json`` and ``policy.pt`` (the public contract in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from evolstm.agent import Agent, AgentContext
+from evolstm.checkpoint import (
+    CHECKPOINT_DIR,
+    atomic_write,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from evolstm.config import RunConfig, check_ray_address, resolve_agent
+from evolstm.env_factory import EnvFactory, resolve_env
+from evolstm.errors import ConfigError
+from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
+from evolstm.loggers import (
+    METRICS_FILE,
+    ConsoleLogger,
+    FanOutLogger,
+    JsonlLogger,
+    Logger,
+    WandbLogger,
+)
+from evolstm.policy import PolicySpec, RecurrentPolicy
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+POLICY_FILE = "policy.pt"
+# Sections that may change when a run is resumed; the others must match the run's own.
+# The trainer's own counters; an agent's metrics of these names are replaced by them.
+RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_s"})
+RESUME_MAY_CHANGE = ("name", "budget", "eval", "checkpoint", "ray", "logging")
+
+
+@dataclass
+class RunProgress:
+    """The counters a checkpoint restores."""
+
+    iteration: int = 0
+    env_steps: int = 0
+    wall_time: float = 0.0
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def eval_seeds(seed: int, episodes: int) -> list[int]:
+    """The held-out episode seeds ``[E]``: one fixed set per run seed, drawn from the
+    evaluation stream (disjoint from the training stream the agents draw from)."""
+    return episode_seeds(seed, EVAL_STREAM, 0, episodes)
+
+
+def evaluate_vector(
+    evaluator: Evaluator, vector: torch.Tensor, seeds: list[int]
+) -> dict[str, float]:
+    """Evaluate one policy ``[D]`` on ``seeds``: ``eval_return_mean``/``_std`` (and success)."""
+    result = evaluator.evaluate(vector.detach().reshape(1, -1), seeds)
+    returns = np.asarray(result.returns[0], dtype=np.float64)
+    out = {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std())}
+    if result.successes is not None:
+        out["eval_success_rate"] = float(np.mean(result.successes[0]))
+    return out
+
+
+def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
+    """The policy network for the task's single observation/action spaces and ``policy:``."""
+    observation_space, action_space = factory.spaces()
+    return PolicySpec(
+        observation_space,
+        action_space,
+        cell=cfg.policy.cell,
+        hidden=cfg.policy.hidden,
+        layers=cfg.policy.layers,
+    )
+
+
+def env_factory_for(cfg: RunConfig) -> EnvFactory:
+    return resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
+
+
+def _new_run_dir(runs_root: Path, name: str) -> Path:
+    stem = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+        run_dir = runs_root / f"{stem}{suffix}"
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name for {runs_root / stem}")
+
+
+def _resume_dir(resume: Path) -> Path:
+    if resume.is_file() and resume.parent.name == CHECKPOINT_DIR:
+        return resume.parent.parent
+    if not resume.is_dir():
+        raise ConfigError(f"--resume {resume}: not a run folder")
+    return resume
+
+
+def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for sub in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(sub), new.get(sub), f"{key}.{sub}" if key else sub)
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (key, old, new)
+
+
+def _check_resumable(saved: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
+    current = cfg.to_yaml_dict()
+    fixed = [k for k in current if k not in RESUME_MAY_CHANGE]
+    diff = _first_difference({k: saved.get(k) for k in fixed}, {k: current[k] for k in fixed}, "")
+    if diff is not None:
+        key, was, now = diff
+        raise ConfigError(
+            f"--resume {run_dir}: the run used {key}={was!r} but the config gives {now!r}; "
+            f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume"
+        )
+
+
+def _build_evaluator(
+    factory: EnvFactory, spec: PolicySpec, episodes: int, address: str | None, workers: int
+) -> Evaluator:
+    if address is None:
+        return PopulationEvaluator(factory, spec, episodes)
+    from evolstm.ray_evaluator import RayEvaluator
+
+    return RayEvaluator(factory, spec, episodes, num_workers=workers, address=address)
+
+
+def _build_loggers(
+    cfg: RunConfig, run_dir: Path, keep_up_to: int | None
+) -> tuple[FanOutLogger, ConsoleLogger | None]:
+    loggers: list[Logger] = []
+    console = None
+    try:
+        if cfg.logging.console:
+            console = ConsoleLogger(
+                total_iterations=cfg.budget.iterations,
+                total_env_steps=cfg.budget.env_steps,
+                total_seconds=cfg.budget.seconds,
+                every=cfg.eval.every,
+            )
+            loggers.append(console)
+        loggers.append(JsonlLogger(run_dir / METRICS_FILE, keep_up_to=keep_up_to))
+        wandb_cfg = cfg.logging.wandb
+        if wandb_cfg.mode != "disabled":
+            loggers.append(
+                WandbLogger(
+                    run_dir,
+                    cfg.to_yaml_dict(),
+                    mode=wandb_cfg.mode,
+                    project=wandb_cfg.project,
+                    group=wandb_cfg.group,
+                )
+            )
+    except BaseException:
+        FanOutLogger(loggers).close()
+        raise
+    return FanOutLogger(loggers), console
+
+
+def _payload(
+    agent: Agent, cfg: RunConfig, progress: RunProgress, policy_vector: torch.Tensor
+) -> dict[str, Any]:
+    return {
+        "agent": copy.deepcopy(agent.state_dict()),
+        "rng": capture_rng_state(),
+        "config": cfg.to_yaml_dict(),
+        "iteration": progress.iteration,
+        "env_steps": progress.env_steps,
+        "wall_time": progress.wall_time,
+        "eval_history": copy.deepcopy(progress.eval_history),
+        "policy_vector": policy_vector.detach().clone(),
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    resume: Path | None = None,
+    ray_address: str | None = None,
+    runs_root: Path = Path("runs"),
+) -> Path:
+    """Train ``cfg``'s agent until the budget is spent; return the run folder.
+
+    :param cfg: a validated config (:func:`evolstm.config.load_config`).
+    :param resume: a run folder to continue from its latest checkpoint, exactly.
+    :param ray_address: overrides ``ray.address`` (``"local"``, ``"auto"``, ``"ray://..."``).
+    :param runs_root: where new run folders are created.
+    :raises ConfigError: for anything the user can fix in the config or command line.
+    """
+    try:
+        address = check_ray_address(ray_address if ray_address is not None else cfg.ray.address)
+    except ValueError as err:
+        raise ConfigError(f"ray address {ray_address!r}: {err}") from None
+    cfg, agent_cls, options = resolve_agent(cfg)
+    checkpoint = None
+    if resume is not None:
+        run_dir = _resume_dir(Path(resume))
+        checkpoint = load_checkpoint(run_dir)
+        _check_resumable(checkpoint["config"], cfg, run_dir)
+    factory = env_factory_for(cfg)
+    spec = policy_spec_for(cfg, factory)
+    if checkpoint is None:
+        run_dir = _new_run_dir(Path(runs_root), cfg.name)
+    _write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+
+    seed_everything(cfg.seed)
+    progress = RunProgress()
+    closers: list[Any] = []
+    try:
+        train_episodes = int(getattr(options, "episodes", 1))
+        evaluator = _build_evaluator(factory, spec, train_episodes, address, cfg.ray.num_workers)
+        closers.append(evaluator)
+        held_out = PopulationEvaluator(factory, spec, cfg.eval.episodes)
+        closers.append(held_out)
+        ctx = AgentContext(
+            policy_spec=spec,
+            seed=cfg.seed,
+            evaluator=evaluator,
+            make_vector_env=factory.make_vector,
+        )
+        agent = agent_cls(options, ctx)
+        closers.insert(0, agent)
+        if checkpoint is not None:
+            agent.load_state_dict(checkpoint["agent"])
+            restore_rng_state(checkpoint["rng"])
+            progress = RunProgress(
+                iteration=int(checkpoint["iteration"]),
+                env_steps=int(checkpoint["env_steps"]),
+                wall_time=float(checkpoint["wall_time"]),
+                eval_history=list(checkpoint["eval_history"]),
+            )
+        loggers, console = _build_loggers(
+            cfg, run_dir, progress.iteration if checkpoint is not None else None
+        )
+        closers.append(loggers)
+        if console is not None:
+            start_note = f"resumed at iteration {progress.iteration}" if checkpoint else "started"
+            console.note(f"run folder {run_dir} ({start_note})")
+        _loop(cfg, agent, held_out, loggers, progress, run_dir)
+        summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
+        if console is not None:
+            console.summary(summary)
+    except BaseException:
+        _close_all(closers, raise_errors=False)
+        raise
+    _close_all(closers, raise_errors=True)
+    return run_dir
+
+
+def _loop(
+    cfg: RunConfig,
+    agent: Agent,
+    held_out: Evaluator,
+    loggers: Logger,
+    progress: RunProgress,
+    run_dir: Path,
+) -> None:
+    """Step the agent until the budget is spent; checkpoint periodically and on any error."""
+    seeds = eval_seeds(cfg.seed, cfg.eval.episodes)
+    saved_iteration = progress.iteration
+    last_payload: dict[str, Any] | None = None
+    start, base_wall = time.perf_counter(), progress.wall_time
+    try:
+        while not cfg.budget.spent(
+            iterations=progress.iteration,
+            env_steps=progress.env_steps,
+            seconds=base_wall + time.perf_counter() - start,
+        ):
+            step_start = time.perf_counter()
+            metrics = dict(agent.step())
+            step_seconds = time.perf_counter() - step_start
+            if "env_steps" not in metrics:
+                raise KeyError(f"{type(agent).__name__}.step() returned no 'env_steps' metric")
+            step_env_steps = int(metrics["env_steps"])
+            progress.iteration += 1
+            progress.env_steps += step_env_steps
+            progress.wall_time = base_wall + time.perf_counter() - start
+            record = {
+                "iteration": progress.iteration,
+                "env_steps": progress.env_steps,
+                "wall_time": progress.wall_time,
+                "steps_per_s": step_env_steps / max(step_seconds, 1e-9),
+                **{k: v for k, v in metrics.items() if k not in RESERVED_METRICS},
+            }
+            if progress.iteration % cfg.eval.every == 0:
+                evaluation = evaluate_vector(held_out, agent.policy_vector(), seeds)
+                record.update(evaluation)
+                progress.eval_history.append(
+                    {
+                        "iteration": progress.iteration,
+                        "env_steps": progress.env_steps,
+                        "wall_time": progress.wall_time,
+                        **evaluation,
+                    }
+                )
+            loggers.log(record, progress.iteration)
+            last_payload = _payload(agent, cfg, progress, agent.policy_vector())
+            if progress.iteration % cfg.checkpoint.every == 0:
+                save_checkpoint(run_dir, progress.iteration, last_payload)
+                saved_iteration = progress.iteration
+        if last_payload is not None and saved_iteration < progress.iteration:
+            save_checkpoint(run_dir, progress.iteration, last_payload)
+    except BaseException as err:
+        # Save the state at the end of the last completed iteration (the agent may be
+        # half-way through an update now), so `--resume` continues exactly from there.
+        if last_payload is not None and last_payload["iteration"] > saved_iteration:
+            path = save_checkpoint(run_dir, last_payload["iteration"], last_payload)
+            print(
+                f"{type(err).__name__} after iteration {last_payload['iteration']}: "
+                f"checkpoint saved to {path}; continue with --resume {run_dir}",
+                file=sys.stderr,
+            )
+        raise
+
+
+def _finish(
+    cfg: RunConfig,
+    agent: Agent,
+    held_out: Evaluator,
+    factory: EnvFactory,
+    spec: PolicySpec,
+    progress: RunProgress,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Final evaluation -> ``summary.json``; the final policy -> ``policy.pt``."""
+    vector = agent.policy_vector()
+    last = progress.eval_history[-1] if progress.eval_history else None
+    if last is not None and last["iteration"] == progress.iteration:
+        evaluation = {k: v for k, v in last.items() if k.startswith("eval_")}
+    else:
+        evaluation = evaluate_vector(held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes))
+    threshold = factory.reward_threshold
+    summary = {
+        **evaluation,
+        "env_steps": progress.env_steps,
+        "wall_time": progress.wall_time,
+        "solved": None if threshold is None else evaluation["eval_return_mean"] >= threshold,
+        "iterations": progress.iteration,
+        "run_dir": str(run_dir),
+    }
+    _write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    policy = RecurrentPolicy(spec, vector=vector)
+    atomic_write(run_dir / POLICY_FILE, policy.save)
+    return summary
+
+
+def _close_all(closers: list[Any], *, raise_errors: bool) -> None:
+    """Close everything; the first error is raised only when no other error is in flight."""
+    first_error: Exception | None = None
+    for obj in closers:
+        try:
+            obj.close()
+        except Exception as err:
+            first_error = first_error or err
+    if first_error is not None and raise_errors:
+        raise first_error
