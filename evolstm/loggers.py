@@ -255,7 +255,14 @@ class WandbLogger:
         self.run.log(row)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        # finish() returns before wandb's service process has closed the run's transaction
+        # log; shutting the service down (unless another W&B run is active in this process)
+        # waits for it, so the run folder is complete when training returns.
+        if wandb.run is None:
+            wandb.teardown()
 
 
 class FanOutLogger:

@@ -28,10 +28,11 @@ def _make(name: str, factory: EnvFactory, seed: int = 0, memory: bool = True, **
     return cls(cls.Options(**options), ctx), evaluator
 
 
-def _held_out(evaluator, vector, n=16, seed=0):
-    return float(
-        evaluator.evaluate(vector[None], episode_seeds(seed, EVAL_STREAM, 0, n)).returns.mean()
-    )
+def _held_out(agent, evaluator, n=16, seed=0):
+    """Mean return of the agent's current policy on held-out episode seeds."""
+    seeds = episode_seeds(seed, EVAL_STREAM, 0, n)
+    vector = agent.policy_vector()[None]
+    return float(evaluator.evaluate(vector, seeds, obs_norm=agent.obs_normalizer()).returns.mean())
 
 
 def test_the_six_evotorch_agents_are_registered():
@@ -41,14 +42,14 @@ def test_the_six_evotorch_agents_are_registered():
 @pytest.mark.parametrize("name", EVOTORCH_AGENTS)
 def test_agent_improves_on_cartpole_novel(name):
     agent, evaluator = _make(name, CARTPOLE, popsize=16, episodes=2, stdev_init=0.3)
-    before = _held_out(evaluator, agent.policy_vector())
+    before = _held_out(agent, evaluator)
     best = []
     for _ in range(12):
         metrics = agent.step()
         assert metrics["env_steps"] > 0
         assert metrics["return_max"] >= metrics["return_mean"]
         best.append(metrics["return_max"])
-    after = max(before, _held_out(evaluator, agent.policy_vector()))
+    after = max(before, _held_out(agent, evaluator))
     assert max(best) > before + 20, (before, best)
     assert after >= before
 
@@ -83,7 +84,7 @@ def test_lstm_needs_its_memory_on_a_recall_task():
         )
         for _ in range(40):
             agent.step()
-        scores[memory] = _held_out(evaluator, agent.policy_vector(), n=64)
+        scores[memory] = _held_out(agent, evaluator, n=64)
     assert scores[True] > 0.9, scores
     assert scores[False] < 0.7, scores
 
