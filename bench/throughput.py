@@ -20,10 +20,14 @@ Rows (warm-up run excluded, median of ``--repeats`` timed runs):
 * ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed).
 
 The centre comes from ``--policy runs/<run>/policy.pt`` (a trained quickstart policy) or, when
-absent, is trained here first with evolstm's PGPE (the quickstart's settings, capped).
+absent, is trained here first with evolstm's PGPE (the quickstart's settings, capped); if that
+does not reach a held-out mean of 475, or with ``--centre hand``, the hand-set balancing LSTM
+of ``bench/_balancing_lstm.py`` is used instead (same network, same size; the output says
+which centre was used).
 
     python bench/throughput.py                      # train a centre, then the full table
     python bench/throughput.py --policy runs/quickstart-.../policy.pt
+    python bench/throughput.py --centre hand        # skip training: the hand-set LSTM
     python bench/throughput.py --quick              # short smoke run (no timing claims)
     python bench/throughput.py --ray                # adds Ray rows (2 actors on both sides)
 """
@@ -57,6 +61,7 @@ from evotorch import SolutionBatch  # noqa: E402
 from evotorch.neuroevolution import GymNE, VecGymNE  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
+from bench._balancing_lstm import balancing_vector  # noqa: E402
 from bench._evotorch_mapping import evotorch_network, to_evotorch_solutions  # noqa: E402
 from evolstm.agent import AgentContext  # noqa: E402
 from evolstm.env_factory import EnvFactory, resolve_env  # noqa: E402
@@ -78,7 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gymne-members", type=int, help="GymNE subset (default 16; 4 quick)")
     parser.add_argument("--repeats", type=int, help="timed runs per row (default 3; 1 quick)")
     parser.add_argument("--noise", type=float, default=0.01, help="population noise stdev")
-    parser.add_argument("--max-generations", type=int, help="PGPE cap (default 300; 10 quick)")
+    parser.add_argument(
+        "--centre", choices=("pgpe", "hand"), default="pgpe", help="without --policy: train or not"
+    )
+    parser.add_argument("--max-generations", type=int, help="PGPE cap (default 150; 10 quick)")
     parser.add_argument("--save-policy", type=Path, help="save the trained centre here")
     parser.add_argument("--ray", action="store_true", help="add rows with 2 Ray actors per side")
     parser.add_argument("--seed", type=int, default=0)
@@ -88,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("population", 256, 32),
         ("gymne_members", 16, 4),
         ("repeats", 3, 1),
-        ("max_generations", 300, 10),
+        ("max_generations", 150, 10),
     ):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
@@ -133,9 +141,11 @@ def held_out_return(evaluator: Evaluator, vector: torch.Tensor, index: int, seed
     return float(evaluator.evaluate(vector[None], seeds).returns.mean())
 
 
-def train_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace) -> torch.Tensor:
+def train_centre(
+    spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace
+) -> tuple[torch.Tensor, float]:
     """PGPE with the quickstart's settings until a 16-episode held-out mean >= 475 (checked
-    every 5 generations) or ``args.max_generations``; returns the best centre seen."""
+    every 5 generations) or ``args.max_generations``; the best centre seen and its score."""
     evaluator = PopulationEvaluator(factory, spec)
     pgpe = available_agents()["pgpe"]
     options = pgpe.Options(popsize=64, episodes=2, stdev_init=0.1, center_lr=0.05)
@@ -150,13 +160,14 @@ def train_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace
         score = held_out_return(evaluator, centre, generation, args.seed)
         if score > best_return:
             best, best_return = centre, score
-        print(f"  PGPE generation {generation}: held-out mean return {score:.1f}", flush=True)
         if score >= SOLVED:
             break
     evaluator.close()
-    verdict = "solved" if best_return >= SOLVED else "NOT solved (episodes will be short)"
-    print(f"  centre: held-out {best_return:.1f}, {verdict}, {time.perf_counter() - start:.0f} s")
-    return best
+    print(
+        f"  PGPE: {generation} generations, {time.perf_counter() - start:.0f} s, "
+        f"best held-out mean return {best_return:.1f}"
+    )
+    return best, best_return
 
 
 def obtain_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace) -> torch.Tensor:
@@ -166,11 +177,17 @@ def obtain_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespac
             raise SystemExit(f"{args.policy}: expected a 1-layer lstm policy with hidden {HIDDEN}")
         print(f"centre: {args.policy}")
         return policy.to_vector()
-    print("centre: training one with evolstm PGPE (popsize 64, 2 episodes, stdev 0.1, lr 0.05)")
-    centre = train_centre(spec, factory, args)
-    if args.save_policy is not None:
-        RecurrentPolicy(spec, centre).save(args.save_policy)
-    return centre
+    if args.centre == "pgpe":
+        print("centre: training with evolstm PGPE (popsize 64, 2 episodes, stdev 0.1, lr 0.05)")
+        centre, score = train_centre(spec, factory, args)
+        if score >= SOLVED:
+            print("centre: the PGPE-trained policy")
+            if args.save_policy is not None:
+                RecurrentPolicy(spec, centre).save(args.save_policy)
+            return centre
+        print(f"  not solved (< {SOLVED:.0f}): its episodes would be short")
+    print("centre: the hand-set balancing LSTM (bench/_balancing_lstm.py)")
+    return balancing_vector(spec)
 
 
 # -- the sides -----------------------------------------------------------------------------
@@ -268,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         f"(torch.get_num_threads() = {default_threads}), numpy {np.__version__}, "
         f"gymnasium {gym.__version__}, evotorch {evotorch.__version__}"
     )
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews timings)")
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews timings)"
+    )
     factory = resolve_env(ENV_ID)
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=HIDDEN)
@@ -312,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     rate, counts = timed(gymne_side(gymne, gym_solutions), R)
     path = "gymnasium.make single env, 1 at a time"
     rows.append(
-        Row("GymNE", path, len(subset), 1, default_threads, counts[-1] / len(subset), rate, headline)
+        Row(
+            "GymNE", path, len(subset), 1, default_threads, counts[-1] / len(subset), rate, headline
+        )
     )
 
     if default_threads != 1:

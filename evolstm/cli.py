@@ -25,6 +25,8 @@ from evolstm.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from evolstm.obs_norm import ObsNormalizer
+
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -70,31 +72,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_eval(path: Path) -> tuple[dict, torch.Tensor]:
-    """The run config data and the policy vector ``[D]`` named by a run folder or a file."""
+def _load_for_eval(path: Path) -> tuple[dict, torch.Tensor, ObsNormalizer | None]:
+    """The run config data, the policy vector ``[D]`` and its observation normaliser."""
     import torch
 
     from evolstm.checkpoint import FORMAT, find_checkpoint
     from evolstm.config import read_yaml
+    from evolstm.obs_norm import ObsNormalizer
     from evolstm.policy import RecurrentPolicy
     from evolstm.trainer import CONFIG_FILE, POLICY_FILE
 
     if path.is_dir():
         config = read_yaml(path / CONFIG_FILE)
         if (path / POLICY_FILE).is_file():
-            return config, RecurrentPolicy.load(path / POLICY_FILE).to_vector()
+            policy = RecurrentPolicy.load(path / POLICY_FILE)
+            return config, policy.to_vector(), policy.obs_norm
         path = find_checkpoint(path)
     if not path.is_file():
         raise ConfigError(f"no run folder, checkpoint or policy file at {path}")
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
-        return blob["config"], blob["policy_vector"]
+        return (
+            blob["config"],
+            blob["policy_vector"],
+            ObsNormalizer.from_state_dict(blob.get("obs_norm")),
+        )
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     try:
-        vector = RecurrentPolicy.load(path).to_vector()
+        policy = RecurrentPolicy.load(path)
     except ValueError as err:
         raise ConfigError(f"{path}: neither an evolstm checkpoint nor a policy file") from err
-    return read_yaml(run_dir / CONFIG_FILE), vector
+    return read_yaml(run_dir / CONFIG_FILE), policy.to_vector(), policy.obs_norm
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -102,7 +110,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from evolstm.evaluation import PopulationEvaluator
     from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
 
-    data, vector = _load_for_eval(args.path)
+    data, vector, obs_norm = _load_for_eval(args.path)
     cfg = validate_config(data, check_agent=False)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
     seed = args.seed if args.seed is not None else cfg.seed
@@ -112,7 +120,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     spec = policy_spec_for(cfg, factory)
     evaluator = PopulationEvaluator(factory, spec, episodes)
     try:
-        result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes))
+        result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes), obs_norm)
     finally:
         evaluator.close()
     line = (

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 DEFAULT_ENV_STEPS = 2_000_000
 
 StrictInt = Annotated[int, Field(strict=True)]
+StrictBool = Annotated[bool, Field(strict=True)]
 Cell = Literal["lstm", "peephole", "conv_peephole", "gru"]
 
 
@@ -66,6 +67,7 @@ class PolicyConfig(_Section):
     cell: Cell = "lstm"
     hidden: StrictInt = Field(16, ge=1)
     layers: StrictInt = Field(1, ge=1)
+    memory: StrictBool = True
 
 
 class AgentConfig(BaseModel):

@@ -154,7 +154,7 @@ class IndependentCategoricals(torch.distributions.Distribution):
     :param start: ``[K]`` the smallest value of each component.
     """
 
-    arg_constraints: dict = {}  # noqa: RUF012 (torch's Distribution declares it per class)
+    arg_constraints: dict = {}
 
     def __init__(self, logits: torch.Tensor, start: torch.Tensor, *, scalar: bool) -> None:
         self.categorical = torch.distributions.Categorical(logits=logits, validate_args=False)

@@ -43,6 +43,7 @@ from evolstm.loggers import (
     Logger,
     WandbLogger,
 )
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec, RecurrentPolicy
 
 CONFIG_FILE = "config.yaml"
@@ -78,10 +79,14 @@ def eval_seeds(seed: int, episodes: int) -> list[int]:
 
 
 def evaluate_vector(
-    evaluator: Evaluator, vector: torch.Tensor, seeds: list[int]
+    evaluator: Evaluator,
+    vector: torch.Tensor,
+    seeds: list[int],
+    obs_norm: ObsNormalizer | None = None,
 ) -> dict[str, float]:
-    """Evaluate one policy ``[D]`` on ``seeds``: ``eval_return_mean``/``_std`` (and success)."""
-    result = evaluator.evaluate(vector.detach().reshape(1, -1), seeds)
+    """Evaluate one policy ``[D]`` (with its observation normaliser) on ``seeds``:
+    ``eval_return_mean``/``_std`` (and the success rate when the env reports one)."""
+    result = evaluator.evaluate(vector.detach().reshape(1, -1), seeds, obs_norm=obs_norm)
     returns = np.asarray(result.returns[0], dtype=np.float64)
     out = {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std())}
     if result.successes is not None:
@@ -98,6 +103,7 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
         cell=cfg.policy.cell,
         hidden=cfg.policy.hidden,
         layers=cfg.policy.layers,
+        memory=cfg.policy.memory,
     )
 
 
@@ -192,6 +198,7 @@ def _build_loggers(
 def _payload(
     agent: Agent, cfg: RunConfig, progress: RunProgress, policy_vector: torch.Tensor
 ) -> dict[str, Any]:
+    obs_norm = agent.obs_normalizer()
     return {
         "agent": copy.deepcopy(agent.state_dict()),
         "rng": capture_rng_state(),
@@ -201,6 +208,7 @@ def _payload(
         "wall_time": progress.wall_time,
         "eval_history": copy.deepcopy(progress.eval_history),
         "policy_vector": policy_vector.detach().clone(),
+        "obs_norm": None if obs_norm is None else obs_norm.state_dict(),
     }
 
 
@@ -319,7 +327,9 @@ def _loop(
                 **{k: v for k, v in metrics.items() if k not in RESERVED_METRICS},
             }
             if progress.iteration % cfg.eval.every == 0:
-                evaluation = evaluate_vector(held_out, agent.policy_vector(), seeds)
+                evaluation = evaluate_vector(
+                    held_out, agent.policy_vector(), seeds, agent.obs_normalizer()
+                )
                 record.update(evaluation)
                 progress.eval_history.append(
                     {
@@ -364,7 +374,9 @@ def _finish(
     if last is not None and last["iteration"] == progress.iteration:
         evaluation = {k: v for k, v in last.items() if k.startswith("eval_")}
     else:
-        evaluation = evaluate_vector(held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes))
+        evaluation = evaluate_vector(
+            held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes), agent.obs_normalizer()
+        )
     threshold = factory.reward_threshold
     summary = {
         **evaluation,
@@ -375,7 +387,7 @@ def _finish(
         "run_dir": str(run_dir),
     }
     _write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    policy = RecurrentPolicy(spec, vector=vector)
+    policy = RecurrentPolicy(spec, vector=vector, obs_norm=agent.obs_normalizer())
     atomic_write(run_dir / POLICY_FILE, policy.save)
     return summary
 

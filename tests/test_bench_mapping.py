@@ -65,7 +65,9 @@ def test_solution_length_is_evolstm_plus_the_zero_hidden_biases(spec, vec_proble
 
 
 @pytest.mark.parametrize("problem_name", ["vec", "gym"])
-def test_evotorch_network_outputs_equal_recurrent_policy(spec, vec_problem, gym_problem, problem_name):
+def test_evotorch_network_outputs_equal_recurrent_policy(
+    spec, vec_problem, gym_problem, problem_name
+):
     problem = vec_problem if problem_name == "vec" else gym_problem
     vectors = _members(spec, 3, seed=1)
     solutions = to_evotorch_solutions(_net_template(problem), spec, vectors)

@@ -34,7 +34,7 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
         "name": "run",
         "seed": 0,
         "env": {"id": "evolstm/TMaze-v0", "kwargs": {}, "wrappers": []},
-        "policy": {"cell": "lstm", "hidden": 16, "layers": 1},
+        "policy": {"cell": "lstm", "hidden": 16, "layers": 1, "memory": True},
         "agent": {"name": "fake", "popsize": 3, "episodes": 2, "sigma": 0.5},
         "budget": {"env_steps": DEFAULT_ENV_STEPS, "iterations": None, "seconds": None},
         "eval": {"every": 10, "episodes": 32},
@@ -126,7 +126,7 @@ def test_wrong_type_names_key_value_and_expectation(tmp_path, fake_agent):
     assert "greater than or equal to 1" in _error(tmp_path, MINIMAL, ["policy.layers=0"])
     assert "ray.address" in _error(tmp_path, MINIMAL, ["ray.address=somewhere"])
     message = _error(tmp_path, {**MINIMAL, "policy": 5})
-    assert message == "policy: expected a mapping (keys: cell, hidden, layers), got 5"
+    assert message == "policy: expected a mapping (keys: cell, hidden, layers, memory), got 5"
 
 
 def test_missing_required_keys(tmp_path, fake_agent):
