@@ -12,6 +12,7 @@ same episode seeds; the seeds move on each generation. Fitness is maximised.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +32,9 @@ from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 from evolstm.obs_norm import ObsNormalizer, RunningStats
 from evolstm.policy import build_layout, init_vector
+
+# EvoTorch logs every Problem's dtype/device at INFO; the trainer reports what matters.
+logging.getLogger("evotorch").setLevel(logging.WARNING)
 
 
 class EvaluatorProblem(Problem):

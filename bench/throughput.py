@@ -70,8 +70,13 @@ from evolstm.policy import PolicySpec, RecurrentPolicy  # noqa: E402
 from evolstm.registry import available_agents  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
+# gymnasium's "module:EnvId" form: gymnasium.make imports `envs` first, also in EvoTorch's Ray
+# actors, which never import it otherwise.
+EVOTORCH_ENV_ID = f"envs:{ENV_ID}"
 HIDDEN = 16
 SOLVED = 475.0
+BY_ID = "id string -> EvoTorch SyncVectorEnv"
+BY_CALLABLE = "callable -> evolstm native env"
 EPISODE_SEED = 12345  # the one start every member meets on the evolstm and native-env rows
 
 
@@ -89,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-generations", type=int, help="PGPE cap (default 150; 10 quick)")
     parser.add_argument("--save-policy", type=Path, help="save the trained centre here")
     parser.add_argument("--ray", action="store_true", help="add rows with 2 Ray actors per side")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the headline rows (both sides)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -111,7 +119,7 @@ class Row:
     path: str
     members: int
     episodes: int
-    threads: int
+    threads: str
     mean_length: float
     steps_per_s: float
     reference: Row | None = None  # the evolstm row this side is compared with
@@ -263,16 +271,76 @@ def make_vecgymne(env, network: str, num_actors: int = 0) -> VecGymNE:
 # -- main ----------------------------------------------------------------------------------
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'side':<9} {'env path':<38} {'P':>4} {'E':>2} {'thr':>3} "
+        f"{'side':<9} {'env path':<40} {'P':>4} {'E':>2} {'thr':>3} "
         f"{'mean len':>8} {'env-steps/s':>12} {'evolstm/side':>12}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r.side:<9} {r.path:<38} {r.members:>4} {r.episodes:>2} {r.threads:>3} "
+            f"{r.side:<9} {r.path:<40} {r.members:>4} {r.episodes:>2} {r.threads:>3} "
             f"{r.mean_length:>8.1f} {r.steps_per_s:>12,.0f} {r.ratio():>12}"
         )
+
+
+@dataclass
+class Bench:
+    """What every row shares: the task, the policy, the population and the repeats."""
+
+    factory: EnvFactory
+    spec: PolicySpec
+    vectors: torch.Tensor  # [P, D]
+    network: str
+    repeats: int
+
+    def evolstm(self, threads: int, episodes: int) -> Row:
+        torch.set_num_threads(threads)
+        evaluator = PopulationEvaluator(self.factory, self.spec)
+        run, lengths = evolstm_side(evaluator, self.vectors, episodes)
+        rate, _ = timed(run, self.repeats)
+        evaluator.close()
+        P, length = len(self.vectors), float(lengths[-1].mean())
+        return Row("evolstm", "native numpy vector env", P, episodes, str(threads), length, rate)
+
+    def vecgymne(self, problem: VecGymNE, native: bool, threads: int, ref: Row) -> Row:
+        """``native``: the problem runs evolstm's native env (its slots are re-seeded)."""
+        torch.set_num_threads(threads)
+        solutions = to_evotorch_solutions(template_net(problem), self.spec, self.vectors)
+        run = vecgymne_side(problem, solutions, preset=native)
+        rate, counts = timed(run, self.repeats)
+        P = len(self.vectors)
+        path = BY_CALLABLE if native else BY_ID
+        return Row("VecGymNE", path, P, 1, str(threads), counts[-1] / P, rate, ref)
+
+    def gymne(self, members: int, threads: int, ref: Row) -> Row:
+        torch.set_num_threads(threads)
+        problem = GymNE(
+            EVOTORCH_ENV_ID, self.network, observation_normalization=False, num_actors=0
+        )
+        subset = self.vectors[:members]
+        solutions = to_evotorch_solutions(template_net(problem), self.spec, subset)
+        rate, counts = timed(gymne_side(problem, solutions), self.repeats)
+        path = "gymnasium.make single env, 1 at a time"
+        return Row("GymNE", path, len(subset), 1, str(threads), counts[-1] / len(subset), rate, ref)
+
+    def ray(self) -> list[Row]:
+        """2 Ray actors per side, 1 torch thread each (Ray's default for actors on evolstm's
+        side too); Ray start-up and actor creation untimed."""
+        from evolstm.ray_evaluator import RayEvaluator
+
+        P = len(self.vectors)
+        evaluator = RayEvaluator(self.factory, self.spec, num_workers=2, address="local")
+        run, lengths = evolstm_side(evaluator, self.vectors, 1)
+        rate, _ = timed(run, self.repeats)
+        path = "Ray, 2 actors, native env"
+        ours = Row("evolstm", path, P, 1, "1/a", float(lengths[-1].mean()), rate)
+        problem = make_vecgymne(EVOTORCH_ENV_ID, self.network, num_actors=2)
+        solutions = to_evotorch_solutions(template_net(problem), self.spec, self.vectors)
+        rate, counts = timed(vecgymne_side(problem, solutions, preset=False), self.repeats)
+        path = "Ray, 2 actors, id -> EvoTorch SyncVecEnv"
+        theirs = Row("VecGymNE", path, P, 1, "1/a", counts[-1] / P, rate, ours)
+        evaluator.close()
+        return [ours, theirs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,92 +353,49 @@ def main(argv: list[str] | None = None) -> None:
         f"(torch.get_num_threads() = {default_threads}), numpy {np.__version__}, "
         f"gymnasium {gym.__version__}, evotorch {evotorch.__version__}"
     )
-    print(
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other work skews timings)"
-    )
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start (other work skews timings)")
     factory = resolve_env(ENV_ID)
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=HIDDEN)
     centre = obtain_centre(spec, factory, args)
-    P, R = args.population, args.repeats
+    P = args.population
     gen = torch.Generator().manual_seed(args.seed + 1)
     vectors = centre + args.noise * torch.randn(P, centre.numel(), generator=gen)
-    network = evotorch_network(spec)
-    print(f"population: P = {P}, centre + N(0, {args.noise}^2); EvoTorch network {network!r}")
-    print(f"timing: 1 warm-up run excluded, median of {R}; GymNE on {args.gymne_members} members")
-
-    rows: list[Row] = []
-
-    def evolstm_row(threads: int, episodes: int) -> Row:
-        torch.set_num_threads(threads)
-        evaluator = PopulationEvaluator(factory, spec)
-        run, lengths = evolstm_side(evaluator, vectors, episodes)
-        rate, _ = timed(run, R)
-        evaluator.close()
-        path = "native numpy vector env"
-        return Row("evolstm", path, P, episodes, threads, float(lengths[-1].mean()), rate)
-
-    def vec_row(problem: VecGymNE, path: str, preset: bool, threads: int, ref: Row) -> Row:
-        torch.set_num_threads(threads)
-        solutions = to_evotorch_solutions(template_net(problem), spec, vectors)
-        rate, counts = timed(vecgymne_side(problem, solutions, preset), R)
-        return Row("VecGymNE", path, P, 1, threads, counts[-1] / P, rate, ref)
-
-    headline = evolstm_row(default_threads, 1)
-    rows.append(headline)
-    by_id = make_vecgymne(ENV_ID, network)
-    rows.append(
-        vec_row(by_id, "id string -> EvoTorch SyncVectorEnv", False, default_threads, headline)
-    )
-    native = make_vecgymne(native_vector_env, network)
-    rows.append(vec_row(native, "callable -> evolstm native env", True, default_threads, headline))
-    torch.set_num_threads(default_threads)
-    gymne = GymNE(ENV_ID, network, observation_normalization=False, num_actors=0)
-    subset = vectors[: args.gymne_members]
-    gym_solutions = to_evotorch_solutions(template_net(gymne), spec, subset)
-    rate, counts = timed(gymne_side(gymne, gym_solutions), R)
-    path = "gymnasium.make single env, 1 at a time"
-    rows.append(
-        Row(
-            "GymNE", path, len(subset), 1, default_threads, counts[-1] / len(subset), rate, headline
-        )
+    bench = Bench(factory, spec, vectors, evotorch_network(spec), args.repeats)
+    print(f"population: P = {P}, centre + N(0, {args.noise}^2); EvoTorch: {bench.network!r}")
+    print(
+        f"timing: 1 warm-up run excluded, median of {args.repeats}; GymNE on "
+        f"{args.gymne_members} members; headline rows at {args.threads} torch thread(s)"
     )
 
-    if default_threads != 1:
-        single = evolstm_row(1, 1)
-        rows.append(single)
-        rows.append(vec_row(by_id, "id string -> EvoTorch SyncVectorEnv", False, 1, single))
-    rows.append(evolstm_row(default_threads, 4))
+    by_id = make_vecgymne(EVOTORCH_ENV_ID, bench.network)
+    by_callable = make_vecgymne(native_vector_env, bench.network)
+    t = args.threads
+    headline = bench.evolstm(t, 1)
+    rows = [
+        headline,
+        bench.vecgymne(by_id, False, t, headline),
+        bench.vecgymne(by_callable, True, t, headline),
+        bench.gymne(args.gymne_members, t, headline),
+        bench.evolstm(t, 4),
+    ]
+    if default_threads != t:
+        other = bench.evolstm(default_threads, 1)
+        rows += [
+            other,
+            bench.vecgymne(by_id, False, default_threads, other),
+            bench.vecgymne(by_callable, True, default_threads, other),
+        ]
     torch.set_num_threads(default_threads)
-
     if args.ray:
-        rows.extend(ray_rows(factory, spec, vectors, network, R))
+        rows += bench.ray()
     print()
     print_table(rows)
     print(
-        "ratio = the evolstm row above it with the same threads (E=1) / that side; "
-        "mean len = env steps / episodes in the last timed run"
+        "evolstm/side = env-steps/s of the evolstm E=1 row above it (same threads) / the side's; "
+        "mean len = env steps per episode in the last timed run"
     )
-
-
-def ray_rows(
-    factory: EnvFactory, spec: PolicySpec, vectors: torch.Tensor, network: str, repeats: int
-) -> list[Row]:
-    """2 Ray actors per side (1 torch thread each on evolstm's side); Ray start-up untimed."""
-    from evolstm.ray_evaluator import RayEvaluator
-
-    P = len(vectors)
-    evaluator = RayEvaluator(factory, spec, num_workers=2, address="local")
-    run, lengths = evolstm_side(evaluator, vectors, 1)
-    rate, _ = timed(run, repeats)
-    ours = Row("evolstm", "Ray, 2 actors, native env", P, 1, 1, float(lengths[-1].mean()), rate)
-    problem = make_vecgymne(ENV_ID, network, num_actors=2)
-    solutions = to_evotorch_solutions(template_net(problem), spec, vectors)
-    rate, counts = timed(vecgymne_side(problem, solutions, preset=False), repeats)
-    path = "Ray, 2 actors, id string -> SyncVecEnv"
-    theirs = Row("VecGymNE", path, P, 1, torch.get_num_threads(), counts[-1] / P, rate, ours)
-    evaluator.close()
-    return [ours, theirs]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ import gymnasium as gym
 
 class CueRecallEnv(gym.Env):
     """A cue (1 or 2) is shown at t = 0, then a blank (0) for ``delay`` steps; at the last
-    step the agent must name the cue (action 0 or 1). Reward 1 for the right answer, and
-    a tiny 0.01 per step for action 0 before that (so returns are not all identical).
+    step the agent must name the cue (action 0 or 1). Reward 1 for the right answer, else 0.
 
     Observation ``Discrete(3)``; a memoryless policy is right half of the time.
     """
@@ -31,6 +30,6 @@ class CueRecallEnv(gym.Env):
     def step(self, action):
         self._t += 1
         if self._t <= self.delay:
-            return 0, 0.01 * float(action == 0), False, False, {}
+            return 0, 0.0, False, False, {}
         success = int(action) == self._cue - 1
         return 0, float(success), True, False, {"success": success}
