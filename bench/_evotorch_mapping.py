@@ -13,6 +13,10 @@ and one bias ``b [4H]``; EvoTorch's ``LSTM`` has per-gate ``W_i* [H, in]``,
 ``W_h* = W[in:, gate].T``, ``b_i* = b[gate]``, ``b_h* = 0``, and the readout is
 ``Linear.weight = readout.W.T``, ``Linear.bias = readout.b``. ``L = D + 4H`` per layer
 (the zero hidden biases).
+
+EvoTorch's side runs on raw observations (its observation normalisation off), so a policy
+trained with evolstm's observation normaliser is first folded into an equivalent raw-input
+vector (:func:`fold_obs_norm`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import ParameterLayout, PolicySpec, build_layout, unflatten
 
 GATES = "ifgo"  # evolstm's column blocks and EvoTorch's parameter suffixes, in this order
@@ -90,6 +95,25 @@ def to_evotorch_solutions(net: nn.Module, spec: PolicySpec, vectors: torch.Tenso
         parts.append(block.reshape(batch.shape[0], -1))
     solutions = torch.cat(parts, dim=1)
     return solutions[0] if single else solutions
+
+
+def fold_obs_norm(spec: PolicySpec, vector: torch.Tensor, obs_norm: ObsNormalizer) -> torch.Tensor:
+    """A raw-observation vector ``[D]`` equal to ``vector`` behind ``obs_norm``.
+
+    ``((x - mean) / std) @ W_x = x @ (W_x / std) - (mean / std) @ W_x``: the first layer's input
+    rows are divided by ``std`` and the shift moves into its bias. Exact while every
+    observation stays within the normaliser's clip (``±clip`` standard deviations).
+    """
+    _check_supported(spec)
+    layout = build_layout(spec)
+    folded = torch.as_tensor(vector, dtype=torch.float32).clone()
+    blocks = unflatten(layout, folded)  # views into ``folded``
+    n_in = layout.layer_inputs[0]
+    W, b = blocks["layer0.W"], blocks["layer0.b"]
+    mean, std = obs_norm.mean.to(torch.float32), obs_norm.std.to(torch.float32)
+    b -= (mean / std) @ W[:n_in]
+    W[:n_in] /= std[:, None]
+    return folded
 
 
 def _check_supported(spec: PolicySpec) -> None:

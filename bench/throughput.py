@@ -19,11 +19,18 @@ Rows (warm-up run excluded, median of ``--repeats`` timed runs):
   isolates EvoTorch's policy and loop overhead from the env;
 * ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed).
 
+Headline rows use ``--threads`` torch threads on both sides (default 1: ops on ``[P, B, 4H]``
+tensors gain nothing from more, and on a busy machine each parallel region can wait a
+scheduler time slice for its second thread); the E=1 rows are repeated at torch's default
+thread count (not with ``--quick``).
+
 The centre comes from ``--policy runs/<run>/policy.pt`` (a trained quickstart policy) or, when
-absent, is trained here first with evolstm's PGPE (the quickstart's settings, capped); if that
-does not reach a held-out mean of 475, or with ``--centre hand``, the hand-set balancing LSTM
-of ``bench/_balancing_lstm.py`` is used instead (same network, same size; the output says
-which centre was used).
+absent, is trained here first with the quickstart's agent and options
+(``configs/quickstart.yaml``, in-process, capped); if that does not reach a held-out mean of
+475, or with ``--centre hand``, the hand-set balancing LSTM of ``bench/_balancing_lstm.py`` is
+used instead (same network, same size; the output says which centre was used). A centre
+trained with observation normalisation has its normaliser folded into its input weights, so
+both sides run the same raw-observation network.
 
     python bench/throughput.py                      # train a centre, then the full table
     python bench/throughput.py --policy runs/quickstart-.../policy.pt
@@ -62,14 +69,20 @@ from evotorch.neuroevolution import GymNE, VecGymNE  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
 from bench._balancing_lstm import balancing_vector  # noqa: E402
-from bench._evotorch_mapping import evotorch_network, to_evotorch_solutions  # noqa: E402
+from bench._evotorch_mapping import (  # noqa: E402
+    evotorch_network,
+    fold_obs_norm,
+    to_evotorch_solutions,
+)
 from evolstm.agent import AgentContext  # noqa: E402
+from evolstm.config import load_config, resolve_agent  # noqa: E402
 from evolstm.env_factory import EnvFactory, resolve_env  # noqa: E402
 from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
+from evolstm.obs_norm import ObsNormalizer  # noqa: E402
 from evolstm.policy import PolicySpec, RecurrentPolicy  # noqa: E402
-from evolstm.registry import available_agents  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
+QUICKSTART = _bench_dir.parent / "configs" / "quickstart.yaml"
 # gymnasium's "module:EnvId" form: gymnasium.make imports `envs` first, also in EvoTorch's Ray
 # actors, which never import it otherwise.
 EVOTORCH_ENV_ID = f"envs:{ENV_ID}"
@@ -89,9 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed runs per row (default 3; 1 quick)")
     parser.add_argument("--noise", type=float, default=0.01, help="population noise stdev")
     parser.add_argument(
-        "--centre", choices=("pgpe", "hand"), default="pgpe", help="without --policy: train or not"
+        "--centre", choices=("train", "hand"), default="train", help="without --policy"
     )
-    parser.add_argument("--max-generations", type=int, help="PGPE cap (default 150; 10 quick)")
+    parser.add_argument(
+        "--max-generations", type=int, help="training cap (default: the config's; 10 quick)"
+    )
     parser.add_argument("--save-policy", type=Path, help="save the trained centre here")
     parser.add_argument("--ray", action="store_true", help="add rows with 2 Ray actors per side")
     parser.add_argument(
@@ -104,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("population", 256, 32),
         ("gymne_members", 16, 4),
         ("repeats", 3, 1),
-        ("max_generations", 150, 10),
+        ("max_generations", None, 10),
     ):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
@@ -144,52 +159,60 @@ def timed(run: Callable[[], int], repeats: int) -> tuple[float, list[int]]:
 
 
 # -- the centre and the population ---------------------------------------------------------
-def held_out_return(evaluator: Evaluator, vector: torch.Tensor, index: int, seed: int) -> float:
-    seeds = episode_seeds(seed, EVAL_STREAM, index, 16)
-    return float(evaluator.evaluate(vector[None], seeds).returns.mean())
+def held_out_return(
+    evaluator: Evaluator, vector: torch.Tensor, obs_norm: ObsNormalizer | None, index: int
+) -> float:
+    seeds = episode_seeds(0, EVAL_STREAM, index, 16)
+    return float(evaluator.evaluate(vector[None], seeds, obs_norm=obs_norm).returns.mean())
 
 
 def train_centre(
-    spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace
+    factory: EnvFactory, spec: PolicySpec, max_generations: int | None
 ) -> tuple[torch.Tensor, float]:
-    """PGPE with the quickstart's settings until a 16-episode held-out mean >= 475 (checked
-    every 5 generations) or ``args.max_generations``; the best centre seen and its score."""
+    """The quickstart's agent (``configs/quickstart.yaml``: its agent, options and seed, but
+    in-process) until a 16-episode held-out mean >= 475, checked every 5 generations, or the
+    cap (default: the config's iteration budget). Returns the best centre seen, its
+    observation normaliser folded in, and its held-out score."""
+    cfg, agent_cls, options = resolve_agent(load_config(QUICKSTART))
+    cap = max_generations or cfg.budget.iterations or 150
+    print(f"centre: training {cfg.agent.name} {cfg.agent.options} (cap {cap} generations)")
     evaluator = PopulationEvaluator(factory, spec)
-    pgpe = available_agents()["pgpe"]
-    options = pgpe.Options(popsize=64, episodes=2, stdev_init=0.1, center_lr=0.05)
-    agent = pgpe(options, AgentContext(spec, args.seed, evaluator, factory.make_vector))
+    agent = agent_cls(options, AgentContext(spec, cfg.seed, evaluator, factory.make_vector))
     best, best_return = agent.policy_vector(), -np.inf
     start = time.perf_counter()
-    for generation in range(1, args.max_generations + 1):
+    for generation in range(1, cap + 1):
         agent.step()
-        if generation % 5 and generation != args.max_generations:
+        if generation % 5 and generation != cap:
             continue
-        centre = agent.policy_vector()
-        score = held_out_return(evaluator, centre, generation, args.seed)
+        centre, obs_norm = agent.policy_vector(), agent.obs_normalizer()
+        score = held_out_return(evaluator, centre, obs_norm, generation)
         if score > best_return:
-            best, best_return = centre, score
+            best = centre if obs_norm is None else fold_obs_norm(spec, centre, obs_norm)
+            best_return = score
         if score >= SOLVED:
             break
     evaluator.close()
     print(
-        f"  PGPE: {generation} generations, {time.perf_counter() - start:.0f} s, "
+        f"  {generation} generations, {time.perf_counter() - start:.0f} s, "
         f"best held-out mean return {best_return:.1f}"
     )
     return best, best_return
 
 
-def obtain_centre(spec: PolicySpec, factory: EnvFactory, args: argparse.Namespace) -> torch.Tensor:
+def obtain_centre(factory: EnvFactory, spec: PolicySpec, args: argparse.Namespace) -> torch.Tensor:
+    """The raw-observation centre ``[D]`` (any observation normaliser folded in)."""
     if args.policy is not None:
         policy = RecurrentPolicy.load(args.policy)
         if policy.spec.cell != "lstm" or policy.spec.hidden != HIDDEN or policy.spec.layers != 1:
             raise SystemExit(f"{args.policy}: expected a 1-layer lstm policy with hidden {HIDDEN}")
-        print(f"centre: {args.policy}")
-        return policy.to_vector()
-    if args.centre == "pgpe":
-        print("centre: training with evolstm PGPE (popsize 64, 2 episodes, stdev 0.1, lr 0.05)")
-        centre, score = train_centre(spec, factory, args)
+        note = "" if policy.obs_norm is None else " (its observation normaliser folded in)"
+        print(f"centre: {args.policy}{note}")
+        vector = policy.to_vector()
+        return vector if policy.obs_norm is None else fold_obs_norm(spec, vector, policy.obs_norm)
+    if args.centre == "train":
+        centre, score = train_centre(factory, spec, args.max_generations)
         if score >= SOLVED:
-            print("centre: the PGPE-trained policy")
+            print("centre: the trained policy")
             if args.save_policy is not None:
                 RecurrentPolicy(spec, centre).save(args.save_policy)
             return centre
@@ -355,10 +378,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start (other work skews timings)")
+    torch.set_num_threads(args.threads)  # training a centre included
     factory = resolve_env(ENV_ID)
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=HIDDEN)
-    centre = obtain_centre(spec, factory, args)
+    centre = obtain_centre(factory, spec, args)
     P = args.population
     gen = torch.Generator().manual_seed(args.seed + 1)
     vectors = centre + args.noise * torch.randn(P, centre.numel(), generator=gen)
@@ -380,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         bench.gymne(args.gymne_members, t, headline),
         bench.evolstm(t, 4),
     ]
-    if default_threads != t:
+    if default_threads != t and not args.quick:
         other = bench.evolstm(default_threads, 1)
         rows += [
             other,

@@ -37,6 +37,19 @@ one bit over at least N steps.
 * **Success**: ``info["success"]`` on the last step of an episode (terminated or truncated
   by ``step_limit``): True iff the agent entered the goal arm. A memoryless policy succeeds
   in at most 50% of episodes; an agent that remembers the first observation in 100%.
+
+Checked against public code (Bakker's paper text past its introduction was not reachable):
+PyBrain's ``TMaze`` (``pybrain/rl/environments/mazes/tasks/tmaze.py`` with ``mazes/maze.py``,
+``mazes/tasks/maze.py``, ``mazes/tasks/pomdp.py``), from the same lab as Wierstra et al. 2007,
+has the same layout (start at the corridor's first cell, junction ``length`` steps East), the
+same four compass actions with walls leaving the agent in place, +4 for the goal arm, -0.1 for
+the other arm (both ending the episode), -0.1 for a move into a wall, 0 for other steps, the
+sign shown only while the agent stands on the start cell, and no step limit (``maxSteps =
+None``); it codes observations 1-of-4 instead of Bakker's three bits. Public re-implementations
+of Bakker's task agree on the codes 011/110 (start), 101 (corridor), 010 (junction).
+Unverified: which start code means North (those re-implementations disagree: one maps 011 to
+the upper goal, another 110), and the default ``step_limit`` (none in Bakker or PyBrain; ours
+only bounds episodes of a policy that never turns at the junction).
 """
 
 from __future__ import annotations

@@ -90,6 +90,8 @@ def test_lstm_needs_its_memory_on_a_recall_task():
 
 
 def test_fitness_is_maximised_not_minimised():
-    agent, _ = _make("cem", CARTPOLE, popsize=16, stdev_init=0.3)
-    means = [agent.step()["return_mean"] for _ in range(8)]
-    assert np.mean(means[-3:]) > np.mean(means[:3])
+    """Minimising would drive cart-pole returns to their floor (about 9); maximising
+    must lift the population mean far above its start."""
+    agent, _ = _make("cem", CARTPOLE, popsize=32, episodes=2, stdev_init=1.0)
+    means = [agent.step()["return_mean"] for _ in range(20)]
+    assert np.mean(means[-3:]) > 1.5 * np.mean(means[:3]), means

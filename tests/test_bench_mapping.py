@@ -18,13 +18,25 @@ from evotorch.neuroevolution.net.vecrl import Policy
 from gymnasium.utils import seeding
 
 import envs  # noqa: F401  (registers evolstm/CartPoleNoVel-v0 for gymnasium.make)
-from bench._evotorch_mapping import evotorch_network, to_evotorch_solutions
+from bench._balancing_lstm import balancing_vector
+from bench._evotorch_mapping import evotorch_network, fold_obs_norm, to_evotorch_solutions
 from evolstm.env_factory import resolve_env
 from evolstm.evaluation import PopulationEvaluator
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec, RecurrentCore, RecurrentPolicy, init_vector, unflatten
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 HIDDEN = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Ops on [P, B, 4H] tensors gain nothing from a second thread, and on a busy 2-core
+    machine a parallel region waits a scheduler time slice (ms) for it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +159,30 @@ def test_vecgymne_on_the_native_env_returns_what_the_evolstm_evaluator_returns(s
     np.testing.assert_array_equal(batch.evals[:, 0].numpy(), result.returns[:, 0])
     assert problem.interaction_count == result.env_steps
     assert len(set(result.lengths[:, 0].tolist())) > 1
+
+
+def test_folding_the_observation_normaliser_keeps_the_outputs(spec):
+    norm = ObsNormalizer(torch.tensor([0.3, -0.02]), torch.tensor([0.7, 0.05]), clip=5.0)
+    vector = _members(spec, 1, seed=9)[0]
+    normalised = RecurrentPolicy(spec, vector, obs_norm=norm)
+    folded = RecurrentPolicy(spec, fold_obs_norm(spec, vector, norm))
+    # within the clip: |x - mean| < 5 std
+    obs = norm.mean + norm.std * (
+        4 * torch.rand(30, 2, generator=torch.Generator().manual_seed(0)) - 2
+    )
+    s1, s2 = normalised.init_state(1), folded.init_state(1)
+    for x in obs:
+        with torch.no_grad():
+            out1, s1 = normalised.step(x[None].numpy(), s1)
+            out2, s2 = folded.step(x[None].numpy(), s2)
+        torch.testing.assert_close(out2, out1, atol=1e-4, rtol=1e-5)
+
+
+def test_hand_set_centre_balances_every_noisy_member(spec):
+    """The benchmark's fallback centre: members within N(0, 0.01^2) run their full 500 steps."""
+    centre = balancing_vector(spec)
+    noise = 0.01 * torch.randn(32, centre.numel(), generator=torch.Generator().manual_seed(10))
+    result = PopulationEvaluator(resolve_env(ENV_ID), spec).evaluate(centre + noise, [1, 2])
+    assert result.lengths.mean() > 495, result.lengths.mean()
+    untrained = PopulationEvaluator(resolve_env(ENV_ID), spec).evaluate(_members(spec, 8, 0), [1])
+    assert untrained.lengths.max() < 200  # the test env is not trivially long

@@ -83,8 +83,8 @@ def lqr_gain(poles: int) -> np.ndarray:
 def lqr_policy(poles: int):
     """A full-state linear controller for ``velocities=True`` observations (unscaled first)."""
     gain = lqr_gain(poles)
-    scale = np.tile([2.4, 2.0], poles + 1)
-    scale[2::2] = math.radians(36.0 if poles == 2 else 12.0)
+    scale = np.tile([0.52, 2.0], poles + 1)
+    scale[0] = 4.8
     return lambda obs, start: np.clip(-(obs * scale) @ gain.T, -1.0, 1.0)
 
 
@@ -135,7 +135,7 @@ def test_poles_fall_away_from_vertical_under_zero_force(angles):
 def test_single_pole_fails_from_the_start_state_with_zero_action():
     env = gym.make("evolstm/SinglePoleNoVel-v0")
     obs, _ = env.reset(seed=0)
-    np.testing.assert_allclose(obs, [0.0, 0.07 / math.radians(12)], rtol=1e-6)
+    np.testing.assert_allclose(obs, [0.0, 0.07 / 0.52], rtol=1e-6)
     rewards = []
     for _ in range(200):
         obs, reward, terminated, truncated, info = env.step(np.zeros(1, dtype=np.float32))
@@ -218,14 +218,33 @@ def test_bad_kwargs_are_clear_errors(kwargs, message):
         PoleBalancingVectorEnv(3, **kwargs)
 
 
-def test_observation_scaling():
+def test_observation_scaling_is_the_neat_and_shark_input_scaling():
+    """x/4.8, velocities/2, angles/0.52 (NEAT's ``CartPole::evalNet``, Shark's DoublePole)."""
     state = [1.2, -0.5, 0.1, 0.4, -0.2, 3.0]
     with_vel = PoleBalancingEnv(velocities=True, initial_state=state).reset()[0]
     without = PoleBalancingEnv(velocities=False, initial_state=state).reset()[0]
-    limit = math.radians(36)
-    want = [0.5, -0.25, 0.1 / limit, 0.2, -0.2 / limit, 1.5]
+    want = [1.2 / 4.8, -0.5 / 2, 0.1 / 0.52, 0.4 / 2, -0.2 / 0.52, 3.0 / 2]
     np.testing.assert_allclose(with_vel, want, rtol=1e-6)
-    np.testing.assert_allclose(without, [0.5, 0.1 / limit, -0.2 / limit], rtol=1e-6)
+    np.testing.assert_allclose(without, [1.2 / 4.8, 0.1 / 0.52, -0.2 / 0.52], rtol=1e-6)
+    single = PoleBalancingEnv(poles=1, velocities=True, initial_state=state[:4]).reset()[0]
+    np.testing.assert_allclose(single, want[:4], rtol=1e-6)
+
+
+@pytest.mark.parametrize("poles", [1, 2])
+def test_observations_stay_in_the_space_on_failing_steps(poles):
+    """Bang-bang random pushes make the poles fall fast; every observation, the failing
+    steps' included, lies inside the declared Box."""
+    n = 256
+    env = PoleBalancingVectorEnv(n, poles=poles, velocities=True, max_steps=400)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(poles)
+    failures = 0
+    for _ in range(400):
+        actions = np.sign(rng.uniform(-1, 1, size=(n, 1))).astype(np.float32)
+        obs, _, terminated, _, _ = env.step(actions)
+        failures += int(terminated.sum())
+        assert env.single_observation_space.contains(obs[0]) and env.observation_space.contains(obs)
+    assert failures > n
 
 
 # -- damping fitness -----------------------------------------------------------------------
