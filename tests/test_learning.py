@@ -63,9 +63,8 @@ def test_feedforward_policy_stays_well_below_under_the_same_budget(cartpole_runs
 
 
 def test_saved_policy_reproduces_the_final_evaluation(cartpole_runs):
-    from tests.test_trainer import reference_eval
-
     from evolstm.trainer import eval_seeds
+    from tests.test_trainer import reference_eval
 
     summary = cartpole_runs["lstm"]
     policy = RecurrentPolicy.load(summary["run_dir"] / "policy.pt")
