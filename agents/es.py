@@ -248,10 +248,11 @@ class SNES(EvoTorchAgent):
     """Separable natural evolution strategy (EvoTorch ``SNES``)."""
 
     Options = NESOptions
+    searcher_class: ClassVar[type[SearchAlgorithm]] = EvoSNES
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
         o: NESOptions = self.options  # type: ignore[assignment]
-        return EvoSNES(
+        return self.searcher_class(
             problem,
             stdev_init=o.stdev_init,
             popsize=o.popsize,
@@ -261,21 +262,11 @@ class SNES(EvoTorchAgent):
         )
 
 
-class XNES(EvoTorchAgent):
-    """Exponential natural evolution strategy (EvoTorch ``XNES``)."""
+class XNES(SNES):
+    """Exponential natural evolution strategy (EvoTorch ``XNES``): SNES's options, with a
+    full covariance matrix."""
 
-    Options = NESOptions
-
-    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
-        o: NESOptions = self.options  # type: ignore[assignment]
-        return EvoXNES(
-            problem,
-            stdev_init=o.stdev_init,
-            popsize=o.popsize,
-            center_learning_rate=o.center_lr,
-            stdev_learning_rate=o.stdev_lr,
-            center_init=center,
-        )
+    searcher_class = EvoXNES
 
 
 class CEMOptions(ESOptions):

@@ -17,7 +17,8 @@ Rows (warm-up run excluded, median of ``--repeats`` timed runs):
 * ``VecGymNE`` (native env): handed a callable that returns evolstm's native vector env, with
   each slot's generator preset like evolstm's, so both play the very same episodes; this row
   isolates EvoTorch's policy and loop overhead from the env;
-* ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed).
+* ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed);
+* ``evolstm`` E=4: the same population, 4 episodes per member (P x 4 slots).
 
 Headline rows use ``--threads`` torch threads on both sides (default 1: ops on ``[P, B, 4H]``
 tensors gain nothing from more, and on a busy machine each parallel region can wait a
@@ -107,12 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-generations", type=int, help="training cap (default: the config's; 10 quick)"
     )
-    parser.add_argument("--save-policy", type=Path, help="save the trained centre here")
+    parser.add_argument(
+        "--save-policy", type=Path, help="save a trained centre (normaliser folded in)"
+    )
     parser.add_argument("--ray", action="store_true", help="add rows with 2 Ray actors per side")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads of the headline rows (both sides)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the population noise")
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in (
@@ -222,8 +225,11 @@ def obtain_centre(factory: EnvFactory, spec: PolicySpec, args: argparse.Namespac
 
 
 # -- the sides -----------------------------------------------------------------------------
-def evolstm_side(evaluator: Evaluator, vectors: torch.Tensor, episodes: int):
-    """A run closure and the lengths of its last run."""
+def evolstm_side(
+    evaluator: Evaluator, vectors: torch.Tensor, episodes: int
+) -> tuple[Callable[[], int], list[np.ndarray]]:
+    """A run closure (one ``evaluate`` of ``vectors [P, D]``) and the lengths ``[P, E]`` of
+    every run so far."""
     seeds = [EPISODE_SEED + e for e in range(episodes)]
     lengths: list[np.ndarray] = []
 
@@ -242,21 +248,16 @@ def seed_slots_like_evolstm(env: gym.vector.VectorEnv) -> None:
     env.unwrapped.slot_rngs = [seeding.np_random(EPISODE_SEED)[0] for _ in range(env.num_envs)]
 
 
-def vecgymne_side(problem: VecGymNE, solutions: torch.Tensor, preset: bool) -> Callable[[], int]:
+def evotorch_side(
+    problem: VecGymNE | GymNE, solutions: torch.Tensor, preset: bool = False
+) -> Callable[[], int]:
+    """A run closure: one ``problem.evaluate`` of all ``solutions [n, L]`` as one batch.
+
+    :param preset: re-seed the native slots first (VecGymNE on evolstm's native env)."""
+
     def run() -> int:
         if preset and problem.get_env() is not None:  # a new env is seeded when built
             seed_slots_like_evolstm(problem.get_env())
-        before = problem.interaction_count
-        batch = SolutionBatch(problem, popsize=len(solutions), empty=True)
-        batch.set_values(solutions)
-        problem.evaluate(batch)
-        return problem.interaction_count - before
-
-    return run
-
-
-def gymne_side(problem: GymNE, solutions: torch.Tensor) -> Callable[[], int]:
-    def run() -> int:
         before = problem.interaction_count
         batch = SolutionBatch(problem, popsize=len(solutions), empty=True)
         batch.set_values(solutions)
@@ -278,7 +279,10 @@ def template_net(problem: VecGymNE | GymNE) -> torch.nn.Module:
     return problem.make_net(torch.zeros(problem.solution_length))
 
 
-def make_vecgymne(env, network: str, num_actors: int = 0) -> VecGymNE:
+def make_vecgymne(
+    env: str | Callable[[int], gym.vector.VectorEnv], network: str, num_actors: int = 0
+) -> VecGymNE:
+    """VecGymNE set up for the race: raw observations, no action noise, one episode."""
     problem = VecGymNE(
         env,
         network,
@@ -329,7 +333,7 @@ class Bench:
         """``native``: the problem runs evolstm's native env (its slots are re-seeded)."""
         torch.set_num_threads(threads)
         solutions = to_evotorch_solutions(template_net(problem), self.spec, self.vectors)
-        run = vecgymne_side(problem, solutions, preset=native)
+        run = evotorch_side(problem, solutions, preset=native)
         rate, counts = timed(run, self.repeats)
         P = len(self.vectors)
         path = BY_CALLABLE if native else BY_ID
@@ -342,13 +346,13 @@ class Bench:
         )
         subset = self.vectors[:members]
         solutions = to_evotorch_solutions(template_net(problem), self.spec, subset)
-        rate, counts = timed(gymne_side(problem, solutions), self.repeats)
+        rate, counts = timed(evotorch_side(problem, solutions), self.repeats)
         path = "gymnasium.make single env, 1 at a time"
         return Row("GymNE", path, len(subset), 1, str(threads), counts[-1] / len(subset), rate, ref)
 
     def ray(self) -> list[Row]:
-        """2 Ray actors per side, 1 torch thread each (Ray's default for actors on evolstm's
-        side too); Ray start-up and actor creation untimed."""
+        """2 Ray actors per side, 1 torch thread each (evolstm's workers set it; Ray sets
+        ``OMP_NUM_THREADS=1`` in EvoTorch's actors); Ray start-up and actors untimed."""
         from evolstm.ray_evaluator import RayEvaluator
 
         P = len(self.vectors)
@@ -359,7 +363,7 @@ class Bench:
         ours = Row("evolstm", path, P, 1, "1/a", float(lengths[-1].mean()), rate)
         problem = make_vecgymne(EVOTORCH_ENV_ID, self.network, num_actors=2)
         solutions = to_evotorch_solutions(template_net(problem), self.spec, self.vectors)
-        rate, counts = timed(vecgymne_side(problem, solutions, preset=False), self.repeats)
+        rate, counts = timed(evotorch_side(problem, solutions), self.repeats)
         path = "Ray, 2 actors, id -> EvoTorch SyncVecEnv"
         theirs = Row("VecGymNE", path, P, 1, "1/a", counts[-1] / P, rate, ours)
         evaluator.close()
