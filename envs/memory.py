@@ -40,20 +40,15 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.batched import BatchedEnv
+from envs.sequences import require_int
 
 
-def _require_int(key: str, value: Any, low: int, high: int | None = None) -> None:
-    """Raise a one-line error naming ``key``, its value and the valid range."""
-    valid = f"[{low}, {'inf' if high is None else high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{key} must be an int in {valid}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{key} must be an int in {valid}, got {value}")
-
-
-def _check_actions(action: np.ndarray, num_symbols: int) -> None:
+def _checked_actions(actions: Any, num_symbols: int, num_envs: int) -> np.ndarray:
+    """``actions`` as an int64 array ``[num_envs]``, each in ``[0, num_symbols - 1]``."""
+    action = np.asarray(actions, dtype=np.int64).reshape(num_envs)
     if np.any((action < 0) | (action >= num_symbols)):
         raise ValueError(f"actions must lie in [0, {num_symbols - 1}], got {action}")
+    return action
 
 
 # -- repeat previous ----------------------------------------------------------------------
@@ -66,9 +61,9 @@ class RepeatPreviousConfig:
     length: int = 64
 
     def __post_init__(self) -> None:
-        _require_int("num_symbols", self.num_symbols, 2)
-        _require_int("length", self.length, 1)
-        _require_int("k", self.k, 0, self.length - 1)
+        require_int("num_symbols", self.num_symbols, 2)
+        require_int("length", self.length, 1)
+        require_int("k", self.k, 0, self.length - 1)
 
 
 def repeat_previous_observe(symbols: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -120,8 +115,7 @@ class RepeatPreviousEnv(gym.Env):
         return repeat_previous_observe(self._symbols, self._t)[0], {}
 
     def step(self, action: int) -> tuple[np.int64, float, bool, bool, dict]:
-        action_array = np.asarray([action], dtype=np.int64)
-        _check_actions(action_array, self.config.num_symbols)
+        action_array = _checked_actions(action, self.config.num_symbols, 1)
         self._t, reward, terminated = repeat_previous_step(
             self._symbols, self._t, action_array, self.config
         )
@@ -160,8 +154,7 @@ class RepeatPreviousVectorEnv(BatchedEnv):
         self.t[idx] = 0
 
     def _step_all(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
-        action = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        _check_actions(action, self.config.num_symbols)
+        action = _checked_actions(actions, self.config.num_symbols, self.num_envs)
         self.t, reward, terminated = repeat_previous_step(self.symbols, self.t, action, self.config)
         return reward, terminated
 
@@ -179,9 +172,9 @@ class DelayedRecallConfig:
     max_delay: int = 15
 
     def __post_init__(self) -> None:
-        _require_int("num_symbols", self.num_symbols, 2)
-        _require_int("min_delay", self.min_delay, 0)
-        _require_int("max_delay", self.max_delay, self.min_delay)
+        require_int("num_symbols", self.num_symbols, 2)
+        require_int("min_delay", self.min_delay, 0)
+        require_int("max_delay", self.max_delay, self.min_delay)
 
     @property
     def blank(self) -> int:
@@ -243,8 +236,7 @@ class DelayedRecallEnv(gym.Env):
         return delayed_recall_observe(self._symbol, self._delay, self._t, self.config)[0]
 
     def step(self, action: int) -> tuple[np.int64, float, bool, bool, dict]:
-        action_array = np.asarray([action], dtype=np.int64)
-        _check_actions(action_array, self.config.num_symbols)
+        action_array = _checked_actions(action, self.config.num_symbols, 1)
         self._t, reward, terminated = delayed_recall_step(
             self._symbol, self._delay, self._t, action_array
         )
@@ -285,8 +277,7 @@ class DelayedRecallVectorEnv(BatchedEnv):
         self.t[idx] = 0
 
     def _step_all(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
-        action = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        _check_actions(action, self.config.num_symbols)
+        action = _checked_actions(actions, self.config.num_symbols, self.num_envs)
         self.t, reward, terminated = delayed_recall_step(self.symbol, self.delay, self.t, action)
         return reward, terminated
 

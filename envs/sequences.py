@@ -70,9 +70,10 @@ class SequenceDataset:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _require_int(key: str, value: Any, low: int, high: int | None = None) -> None:
-    """Raise a one-line error naming ``key``, its value and the valid range."""
-    valid = f"[{low}, {'inf' if high is None else high}]"
+def require_int(key: str, value: Any, low: int, high: int | None = None) -> None:
+    """Raise a one-line error naming ``key``, its value and the valid range ``[low, high]``
+    (``high`` None: no upper bound); shared by the task configs of ``envs``."""
+    valid = f"[{low}, inf)" if high is None else f"[{low}, {high}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{key} must be an int in {valid}, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -101,9 +102,9 @@ def _series_dataset(
 
 
 def _check_split(washout: int, train_length: int, test_length: int) -> None:
-    _require_int("washout", washout, 0)
-    _require_int("train_length", train_length, washout + 1)
-    _require_int("test_length", test_length, 1)
+    require_int("washout", washout, 0)
+    require_int("train_length", train_length, washout + 1)
+    require_int("test_length", test_length, 1)
 
 
 # -- superimposed sines -------------------------------------------------------------------
@@ -119,7 +120,7 @@ def superimposed_sines(
     :param train_length: steps of the training sequence, washout included.
     :param test_length: steps right after training to extrapolate.
     """
-    _require_int("num_sines", num_sines, 1, len(SINE_FREQUENCIES))
+    require_int("num_sines", num_sines, 1, len(SINE_FREQUENCIES))
     _check_split(washout, train_length, test_length)
     frequencies = np.asarray(SINE_FREQUENCIES[:num_sines])
     t = np.arange(train_length + test_length, dtype=np.float64)
@@ -140,8 +141,8 @@ def mackey_glass_series(
     a multiple of ``dt``). Written by hand: the delay needs a history buffer, which
     scipy's ODE solvers do not keep.
     """
-    _require_int("length", length, 1)
-    _require_int("substeps", substeps, 1)
+    require_int("length", length, 1)
+    require_int("substeps", substeps, 1)
     delay_steps = round(tau * substeps)
     if delay_steps < 1 or abs(delay_steps - tau * substeps) > 1e-9:
         raise ValueError(f"tau must be a positive multiple of 1 / substeps, got tau={tau}")
@@ -224,10 +225,10 @@ def anbncn(
     train_max_n``) come first, then the test strings (``n = test_min_n .. test_max_n``),
     each string starting a new sequence (``sequence_starts``); there is no washout.
     """
-    _require_int("train_min_n", train_min_n, 1)
-    _require_int("train_max_n", train_max_n, train_min_n)
-    _require_int("test_min_n", test_min_n, 1)
-    _require_int("test_max_n", test_max_n, test_min_n)
+    require_int("train_min_n", train_min_n, 1)
+    require_int("train_max_n", train_max_n, train_min_n)
+    require_int("test_min_n", test_min_n, 1)
+    require_int("test_max_n", test_max_n, test_min_n)
     train_ns = range(train_min_n, train_max_n + 1)
     test_ns = range(test_min_n, test_max_n + 1)
     train_in, train_out, train_starts = _encode_strings(train_ns)

@@ -62,6 +62,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.batched import BatchedEnv
+from envs.sequences import require_int
 
 NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
 GOAL_REWARD = 4.0
@@ -81,22 +82,14 @@ class TMazeConfig:
     step_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        _require_int("length", self.length, 1)
+        require_int("length", self.length, 1)
         if self.step_limit is None:
             object.__setattr__(self, "step_limit", 2 * (int(self.length) + 1))
-        _require_int("step_limit", self.step_limit, 1)
+        require_int("step_limit", self.step_limit, 1)
         for key in ("wall_penalty", "step_penalty"):
             value = getattr(self, key)
             if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise ValueError(f"{key} must be a finite float, got {value!r}")
-
-
-def _require_int(key: str, value: Any, low: int) -> None:
-    """Raise a one-line error naming ``key``, its value and the valid range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{key} must be an int in [{low}, inf), got {value!r}")
-    if value < low:
-        raise ValueError(f"{key} must be an int in [{low}, inf), got {value}")
 
 
 def tmaze_observe(position: np.ndarray, goal_north: np.ndarray, length: int) -> np.ndarray:
@@ -132,9 +125,12 @@ def tmaze_step(
     return new_position, reward, entered_arm, success
 
 
-def _check_actions(action: np.ndarray) -> None:
+def _checked_actions(actions: Any, num_envs: int) -> np.ndarray:
+    """``actions`` as an int64 array ``[num_envs]``, each a compass move in {0, 1, 2, 3}."""
+    action = np.asarray(actions, dtype=np.int64).reshape(num_envs)
     if np.any((action < 0) | (action > 3)):
         raise ValueError(f"actions must lie in {{0, 1, 2, 3}} (N, E, S, W), got {action}")
+    return action
 
 
 class TMazeEnv(gym.Env):
@@ -172,8 +168,7 @@ class TMazeEnv(gym.Env):
         return tmaze_observe(self._position, self._goal_north, self.config.length)[0], {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        action_array = np.asarray([action], dtype=np.int64)
-        _check_actions(action_array)
+        action_array = _checked_actions(action, 1)
         self._position, reward, terminated, success = tmaze_step(
             self._position, self._goal_north, action_array, self.config
         )
@@ -224,8 +219,7 @@ class TMazeVectorEnv(BatchedEnv):
         self.position[idx] = 0
 
     def _step_all(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
-        action = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        _check_actions(action)
+        action = _checked_actions(actions, self.num_envs)
         self.position, reward, terminated, self._success = tmaze_step(
             self.position, self.goal_north, action, self.config
         )

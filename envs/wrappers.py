@@ -70,6 +70,40 @@ class _SeededSlots:
                 self.rngs[i] = wrapper_rng(slot_seed, self.tag)
 
 
+class _SeededObservationWrapper(gym.ObservationWrapper):
+    """A single-env observation wrapper with its own generator ``slots.rngs[0]``."""
+
+    def __init__(self, env: gym.Env, tag: int) -> None:
+        super().__init__(env)
+        self.slots = _SeededSlots(1, tag)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        self.slots.reseed(seed)
+        return super().reset(seed=seed, options=options)
+
+
+class _SeededVectorObservationWrapper(VectorObservationWrapper):
+    """A vector observation wrapper with one generator per slot, ``slots.rngs``."""
+
+    def __init__(self, env: VectorEnv, tag: int) -> None:
+        super().__init__(env)
+        self.slots = _SeededSlots(self.num_envs, tag)
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        self.slots.reseed(seed)
+        return super().reset(seed=seed, options=options)
+
+
+def _set_single_observation_space(wrapper: VectorObservationWrapper, space: spaces.Box) -> None:
+    """Set a vector wrapper's single observation space and the batched one built from it."""
+    wrapper.single_observation_space = space
+    wrapper.observation_space = batch_space(space, wrapper.num_envs)
+
+
 # -- keep indices --------------------------------------------------------------------------
 def _check_indices(space: spaces.Box, indices: Sequence[int]) -> list[int]:
     if len(space.shape) != 1:
@@ -112,8 +146,7 @@ class VectorKeepObservationIndices(VectorObservationWrapper):
         super().__init__(env)
         space = _box(env.single_observation_space, "VectorKeepObservationIndices")
         self.indices = _check_indices(space, indices)
-        self.single_observation_space = _kept_box(space, self.indices)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        _set_single_observation_space(self, _kept_box(space, self.indices))
 
     def observations(self, observations: np.ndarray) -> np.ndarray:
         return observations[:, self.indices]
@@ -132,7 +165,7 @@ def _with_zero(space: spaces.Box) -> spaces.Box:
     return spaces.Box(np.minimum(space.low, zero), np.maximum(space.high, zero), dtype=space.dtype)
 
 
-class FlickerObservation(gym.ObservationWrapper):
+class FlickerObservation(_SeededObservationWrapper):
     """Replace the observation by zeros with probability ``p`` (independently each step).
 
     :param env: the env to wrap (Box observations).
@@ -140,16 +173,9 @@ class FlickerObservation(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, p: float) -> None:
-        super().__init__(env)
+        super().__init__(env, FLICKER_TAG)
         self.p = _check_probability(p)
         self.observation_space = _with_zero(_box(env.observation_space, "FlickerObservation"))
-        self.slots = _SeededSlots(1, FLICKER_TAG)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict]:
-        self.slots.reseed(seed)
-        return super().reset(seed=seed, options=options)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         if self.slots.rngs[0].random() < self.p:
@@ -157,22 +183,14 @@ class FlickerObservation(gym.ObservationWrapper):
         return observation
 
 
-class VectorFlickerObservation(VectorObservationWrapper):
+class VectorFlickerObservation(_SeededVectorObservationWrapper):
     """Vector form of :class:`FlickerObservation`; each slot blanks from its own generator."""
 
     def __init__(self, env: VectorEnv, p: float) -> None:
-        super().__init__(env)
+        super().__init__(env, FLICKER_TAG)
         self.p = _check_probability(p)
         space = _box(env.single_observation_space, "VectorFlickerObservation")
-        self.single_observation_space = _with_zero(space)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.slots = _SeededSlots(self.num_envs, FLICKER_TAG)
-
-    def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        self.slots.reseed(seed)
-        return super().reset(seed=seed, options=options)
+        _set_single_observation_space(self, _with_zero(space))
 
     def observations(self, observations: np.ndarray) -> np.ndarray:
         # One draw per slot from that slot's generator (a Python loop: per-slot streams).
@@ -199,7 +217,7 @@ def _unbounded(space: spaces.Box) -> spaces.Box:
     return spaces.Box(-np.inf, np.inf, shape=space.shape, dtype=space.dtype)
 
 
-class ObservationNoise(gym.ObservationWrapper):
+class ObservationNoise(_SeededObservationWrapper):
     """Add Gaussian noise ``N(0, std^2)`` to every observation entry.
 
     :param env: the env to wrap (floating Box observations).
@@ -207,39 +225,24 @@ class ObservationNoise(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, std: float | Sequence[float] | np.ndarray) -> None:
-        super().__init__(env)
+        super().__init__(env, NOISE_TAG)
         space = _box(env.observation_space, "ObservationNoise")
         self.std = _check_std(std, space.shape)
         self.observation_space = _unbounded(space)
-        self.slots = _SeededSlots(1, NOISE_TAG)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict]:
-        self.slots.reseed(seed)
-        return super().reset(seed=seed, options=options)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         noise = self.slots.rngs[0].standard_normal(observation.shape)
         return (observation + self.std * noise).astype(observation.dtype)
 
 
-class VectorObservationNoise(VectorObservationWrapper):
+class VectorObservationNoise(_SeededVectorObservationWrapper):
     """Vector form of :class:`ObservationNoise`; each slot draws from its own generator."""
 
     def __init__(self, env: VectorEnv, std: float | Sequence[float] | np.ndarray) -> None:
-        super().__init__(env)
+        super().__init__(env, NOISE_TAG)
         space = _box(env.single_observation_space, "VectorObservationNoise")
         self.std = _check_std(std, space.shape)
-        self.single_observation_space = _unbounded(space)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.slots = _SeededSlots(self.num_envs, NOISE_TAG)
-
-    def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        self.slots.reseed(seed)
-        return super().reset(seed=seed, options=options)
+        _set_single_observation_space(self, _unbounded(space))
 
     def observations(self, observations: np.ndarray) -> np.ndarray:
         shape = observations.shape[1:]

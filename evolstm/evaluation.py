@@ -9,7 +9,8 @@ a fresh zero recurrent state; a finished slot stops accumulating return and step
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,6 +134,16 @@ class PopulationEvaluator:
         :param obs_norm: the frozen observation normaliser all members apply.
         :param collect_stats: also return statistics of the encoded observations seen.
         """
+        with single_torch_thread():
+            return self._evaluate(vectors, seeds, obs_norm, collect_stats)
+
+    def _evaluate(
+        self,
+        vectors: torch.Tensor,
+        seeds: Sequence[int],
+        obs_norm: ObsNormalizer | None,
+        collect_stats: bool,
+    ) -> EvaluationResult:
         vectors = torch.as_tensor(vectors, dtype=torch.float32)
         if vectors.dim() == 1:
             vectors = vectors.unsqueeze(0)
@@ -173,6 +184,19 @@ class PopulationEvaluator:
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run the block with one intra-op torch thread. A population step is many small ops
+    (``[P, B, 4H]``); on a 2-core machine a second thread costs more in synchronisation than
+    it gains, and it fights the env for the other core (``bench/throughput.py`` measures it)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _record_success(

@@ -225,6 +225,15 @@ class RecurrentCore:
             spec.observation_space, keep_image=spec.cell == "conv_peephole"
         )
         self.head = ActionHead(spec.action_space)
+        self._layer_param_names = [
+            [
+                (pname, f"layer{layer}.{pname}")
+                for pname in cells.param_shapes(
+                    spec.cell, size, spec.hidden, kernel_size=spec.kernel_size
+                )
+            ]
+            for layer, size in enumerate(self.layout.layer_inputs)
+        ]
 
     def init_state(self, batch_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> State:
         """Zero recurrent state for every layer, each tensor ``[*batch_shape, H(, ht, wd)]``."""
@@ -263,13 +272,7 @@ class RecurrentCore:
         elif episode_start is not None:
             state = cells.reset_state(state, episode_start)
         layers = [
-            {
-                pname: params[f"layer{layer}.{pname}"]
-                for pname in cells.param_shapes(
-                    self.spec.cell, size, self.spec.hidden, kernel_size=self.spec.kernel_size
-                )
-            }
-            for layer, size in enumerate(self.layout.layer_inputs)
+            {pname: params[full] for pname, full in names} for names in self._layer_param_names
         ]
         y, state = cells.stack_step(self.spec.cell, layers, x, state)
         if self.spec.cell == "conv_peephole":

@@ -9,19 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the tasks)
 from envs.cartpole import CartPoleNoVelEnv, CartPoleNoVelVectorEnv, cartpole_failed, cartpole_step
+from tests.env_checks import assert_native_matches_sync, rollout
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
-
-
-def rollout(env, seed, actions: np.ndarray) -> dict[str, np.ndarray]:
-    """Reset with ``seed``, apply ``actions [T, ...]``; stacked obs/reward/flags over time."""
-    obs, _ = env.reset(seed=seed)
-    out = {"obs": [obs], "reward": [], "terminated": [], "truncated": []}
-    for action in actions:
-        obs, reward, terminated, truncated, _ = env.step(action)
-        for key, value in zip(out, (obs, reward, terminated, truncated), strict=True):
-            out[key].append(value)
-    return {key: np.stack(values) for key, values in out.items()}
 
 
 def test_step_equals_gymnasium_cartpole_from_the_same_states():
@@ -77,12 +67,10 @@ def test_vector_env_equals_sync_vector_env_of_single_envs(max_episode_steps):
     )
     # A None entry keeps that slot's generator running, as ``Env.reset(seed=None)`` does.
     for seed in (7, [11, 3, 11, 0, 5, 9], [None, 2, None, None, 8, None]):
-        got, want = rollout(native, seed, actions), rollout(sync, seed, actions)
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-        assert got["terminated"].sum() > 100  # many autoresets were exercised
+        got = assert_native_matches_sync(native, sync, seed, actions)
+        assert got.terminated.sum() > 100  # many autoresets were exercised
         if max_episode_steps == 15:
-            assert got["truncated"].sum() > 50
+            assert got.truncated.sum() > 50
 
 
 def test_slots_with_the_same_seed_follow_the_same_trajectory_whatever_their_neighbours_do():
@@ -92,11 +80,11 @@ def test_slots_with_the_same_seed_follow_the_same_trajectory_whatever_their_neig
     actions = np.stack([shared, shared, rng.integers(0, 2, size=steps)], axis=1)
     env = CartPoleNoVelVectorEnv(3, observe=(0, 1, 2, 3))
     out = rollout(env, [42, 42, 1], actions)
-    np.testing.assert_array_equal(out["obs"][:, 0], out["obs"][:, 1])
-    np.testing.assert_array_equal(out["terminated"][:, 0], out["terminated"][:, 1])
+    np.testing.assert_array_equal(out.obs[:, 0], out.obs[:, 1])
+    np.testing.assert_array_equal(out.terminated[:, 0], out.terminated[:, 1])
     # The neighbour resets at other times, so a shared generator would have desynchronised them.
-    assert not np.array_equal(out["terminated"][:, 0], out["terminated"][:, 2])
-    assert out["terminated"][:, 2].sum() > 10
+    assert not np.array_equal(out.terminated[:, 0], out.terminated[:, 2])
+    assert out.terminated[:, 2].sum() > 10
 
 
 def test_observe_selects_state_components_and_bounds():

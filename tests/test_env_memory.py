@@ -16,29 +16,21 @@ from envs.memory import (
     RepeatPreviousEnv,
     RepeatPreviousVectorEnv,
 )
+from tests.env_checks import assert_native_matches_sync, run_first_episodes
 
 REPEAT_ID, RECALL_ID = "evolstm/RepeatPrevious-v0", "evolstm/DelayedRecall-v0"
-NAMES = ("obs", "reward", "terminated", "truncated")
 
 
-def assert_native_matches_sync(env_id: str, kwargs: dict, num_envs: int, steps: int, seed: int):
+def native_and_sync_episode_ends(
+    env_id: str, kwargs: dict, num_envs: int, steps: int, seed: int
+) -> int:
     """Same seed, same pre-sampled random actions: equal obs, rewards and flags every step.
     Returns the number of episode ends."""
     native = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **kwargs)
     sync = SyncVectorEnv([lambda: gym.make(env_id, **kwargs)] * num_envs)
-    obs_n, _ = native.reset(seed=seed)
-    obs_s, _ = sync.reset(seed=seed)
-    np.testing.assert_array_equal(obs_n, obs_s)
     num_actions = native.single_action_space.n
     actions = np.random.default_rng(seed).integers(num_actions, size=(steps, num_envs))
-    ended = 0
-    for t in range(steps):
-        out_n, out_s = native.step(actions[t]), sync.step(actions[t])
-        for name, a, b in zip(NAMES, out_n[:4], out_s[:4], strict=True):
-            assert a.dtype == b.dtype, f"{name} dtype at step {t}"
-            np.testing.assert_array_equal(a, b, err_msg=f"{name} at step {t}")
-        ended += int((out_n[2] | out_n[3]).sum())
-    return ended
+    return assert_native_matches_sync(native, sync, seed, actions).episode_ends
 
 
 @pytest.mark.parametrize(
@@ -51,7 +43,7 @@ def assert_native_matches_sync(env_id: str, kwargs: dict, num_envs: int, steps: 
     ],
 )
 def test_repeat_previous_vector_matches_sync(kwargs):
-    ended = assert_native_matches_sync(REPEAT_ID, kwargs, 8, 260, seed=1)
+    ended = native_and_sync_episode_ends(REPEAT_ID, kwargs, 8, 260, seed=1)
     assert ended >= 8 * 4  # several autoresets per slot
 
 
@@ -60,7 +52,7 @@ def test_repeat_previous_vector_matches_sync(kwargs):
     [{}, {"min_delay": 0, "max_delay": 0}, {"num_symbols": 7, "min_delay": 2, "max_delay": 9}],
 )
 def test_delayed_recall_vector_matches_sync(kwargs):
-    ended = assert_native_matches_sync(RECALL_ID, kwargs, 8, 200, seed=2)
+    ended = native_and_sync_episode_ends(RECALL_ID, kwargs, 8, 200, seed=2)
     assert ended >= 8 * 8
 
 
@@ -127,21 +119,6 @@ def test_repeat_previous_memoryless_policies_are_at_chance(policy):
 
 
 # -- delayed recall ------------------------------------------------------------------------
-def run_first_episodes(env, seed, act):
-    """Run every slot's first episode with ``act(obs, first_obs)``.
-    Returns (return [N], length [N])."""
-    obs, _ = env.reset(seed=seed)
-    first = obs.copy()
-    returns, lengths = np.zeros(env.num_envs), np.zeros(env.num_envs, int)
-    running = np.ones(env.num_envs, bool)
-    while running.any():
-        obs, reward, terminated, truncated, _ = env.step(act(obs, first))
-        returns += np.where(running, reward, 0.0)
-        lengths += running
-        running &= ~(terminated | truncated)
-    return returns, lengths
-
-
 def test_delayed_recall_observation_sequence():
     env = DelayedRecallEnv(num_symbols=3, min_delay=2, max_delay=6)
     blank, cue = 3, 4
@@ -163,7 +140,7 @@ def test_delayed_recall_observation_sequence():
 
 def test_delayed_recall_oracle_scores_one_and_delays_cover_the_range():
     env = DelayedRecallVectorEnv(2000, num_symbols=5, min_delay=3, max_delay=8)
-    returns, lengths = run_first_episodes(env, 0, lambda obs, first: first)
+    returns, lengths, _ = run_first_episodes(env, 0, lambda obs, first: first)
     np.testing.assert_array_equal(returns, 1.0)
     delays = lengths - 2
     assert set(np.unique(delays)) == set(range(3, 9))
@@ -184,7 +161,7 @@ def test_delayed_recall_memoryless_policies_are_at_chance(answer):
             return rng.integers(num_symbols, size=n)
         return np.full(n, answer)
 
-    returns, _ = run_first_episodes(env, 5, act)
+    returns = run_first_episodes(env, 5, act).returns
     assert binomial_band(int(returns.sum()), n, 1 / num_symbols)
 
 

@@ -9,19 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the tasks)
 from envs.pendulum import PendulumNoVelEnv, PendulumNoVelVectorEnv, pendulum_step
+from tests.env_checks import assert_native_matches_sync, rollout
 
 ENV_ID = "evolstm/PendulumNoVel-v0"
-
-
-def rollout(env, seed, actions: np.ndarray) -> dict[str, np.ndarray]:
-    """Reset with ``seed``, apply ``actions [T, ...]``; stacked obs/reward/flags over time."""
-    obs, _ = env.reset(seed=seed)
-    out = {"obs": [obs], "reward": [], "terminated": [], "truncated": []}
-    for action in actions:
-        obs, reward, terminated, truncated, _ = env.step(action)
-        for key, value in zip(out, (obs, reward, terminated, truncated), strict=True):
-            out[key].append(value)
-    return {key: np.stack(values) for key, values in out.items()}
 
 
 def test_step_and_reward_equal_gymnasium_pendulum_from_the_same_states():
@@ -43,10 +33,10 @@ def test_episodes_equal_pendulum_v1_seen_through_cos_and_sin():
     actions = np.random.default_rng(2).uniform(-2, 2, size=(200, 1)).astype(np.float32)
     for seed in range(3):
         got, want = rollout(mine, seed, actions), rollout(reference, seed, actions)
-        np.testing.assert_allclose(got["obs"], want["obs"][:, :2], rtol=0, atol=1e-6)
-        np.testing.assert_allclose(got["reward"], want["reward"], rtol=0, atol=1e-9)
-        np.testing.assert_array_equal(got["truncated"], want["truncated"])
-        assert got["truncated"][-1] and not got["terminated"].any()
+        np.testing.assert_allclose(got.obs, want.obs[:, :2], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.reward, want.reward, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(got.truncated, want.truncated)
+        assert got.truncated[-1] and not got.terminated.any()
 
 
 def test_vector_env_equals_sync_vector_env_of_single_envs():
@@ -56,17 +46,15 @@ def test_vector_env_equals_sync_vector_env_of_single_envs():
     sync = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync")
     assert isinstance(native.unwrapped, PendulumNoVelVectorEnv)
     for seed in (9, [4, 4, 0, 1, 2]):
-        got, want = rollout(native, seed, actions), rollout(sync, seed, actions)
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-        assert got["truncated"].sum() == 4 * n
+        got = assert_native_matches_sync(native, sync, seed, actions)
+        assert got.truncated.sum() == 4 * n
 
 
 def test_gravity_kwarg_matches_pendulum_v1_and_is_validated():
     mine, reference = PendulumNoVelEnv(g=9.81), gym.make("Pendulum-v1", g=9.81)
     actions = np.random.default_rng(5).uniform(-2, 2, size=(50, 1)).astype(np.float32)
     got, want = rollout(mine, 0, actions), rollout(reference, 0, actions)
-    np.testing.assert_allclose(got["reward"], want["reward"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.reward, want.reward, rtol=0, atol=1e-9)
     for bad in (0, -1.0, float("inf"), "10"):
         with pytest.raises(ValueError, match="g must"):
             PendulumNoVelEnv(g=bad)

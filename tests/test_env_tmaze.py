@@ -12,6 +12,7 @@ from gymnasium.vector import SyncVectorEnv
 
 import envs  # noqa: F401  (registers the tasks)
 from envs.tmaze import TMazeEnv, TMazeVectorEnv
+from tests.env_checks import assert_native_matches_sync, run_first_episodes
 
 ENV_ID = "evolstm/TMaze-v0"
 N_, E_, S_, W_ = 0, 1, 2, 3
@@ -28,28 +29,12 @@ def run_native_and_sync(kwargs: dict, num_envs: int, steps: int, seed: int, prob
         ENV_ID, num_envs, vectorization_mode="vector_entry_point", **kwargs, **make_kw
     )
     sync = SyncVectorEnv([lambda: gym.make(ENV_ID, **kwargs, **make_kw)] * num_envs)
-    obs_n, _ = native.reset(seed=seed)
-    obs_s, _ = sync.reset(seed=seed)
-    np.testing.assert_array_equal(obs_n, obs_s)
     actions = np.random.default_rng(seed).choice(4, size=(steps, num_envs), p=probs)
-    ended = successes = 0
-    for t in range(steps):
-        obs_n, rew_n, term_n, trunc_n, info_n = native.step(actions[t])
-        obs_s, rew_s, term_s, trunc_s, info_s = sync.step(actions[t])
-        np.testing.assert_array_equal(obs_n, obs_s, err_msg=f"obs at step {t}")
-        np.testing.assert_array_equal(rew_n, rew_s, err_msg=f"reward at step {t}")
-        np.testing.assert_array_equal(term_n, term_s, err_msg=f"terminated at step {t}")
-        np.testing.assert_array_equal(trunc_n, trunc_s, err_msg=f"truncated at step {t}")
-        if not make_kw:  # with an outer TimeLimit the single env cannot report success
-            assert ("success" in info_n) == ("success" in info_s)
-            if "success" in info_n:
-                np.testing.assert_array_equal(info_n["_success"], info_s["_success"])
-                np.testing.assert_array_equal(info_n["success"], info_s["success"])
-                successes += int(info_n["success"].sum())
-        ended += int((term_n | trunc_n).sum())
+    # With an outer TimeLimit the single env cannot report success.
+    got = assert_native_matches_sync(native, sync, seed, actions, compare_infos=not make_kw)
     native.close()
     sync.close()
-    return ended, successes
+    return got.episode_ends, 0 if make_kw else got.info_sum("success")
 
 
 EAST_BIASED = [0.1, 0.7, 0.1, 0.1]
@@ -170,25 +155,6 @@ def observation_index(obs: np.ndarray) -> np.ndarray:
     return index
 
 
-def run_first_episodes(env: TMazeVectorEnv, seed, act) -> tuple[np.ndarray, ...]:
-    """Run every slot's first episode; ``act(obs, first_obs) -> actions``.
-    Returns (return [N], success [N], length [N])."""
-    obs, _ = env.reset(seed=seed)
-    first = obs.copy()
-    n = env.num_envs
-    returns, success, lengths = np.zeros(n), np.zeros(n, bool), np.zeros(n, int)
-    running = np.ones(n, bool)
-    while running.any():
-        obs, reward, terminated, truncated, info = env.step(act(obs, first))
-        returns += np.where(running, reward, 0.0)
-        lengths += running
-        done = (terminated | truncated) & running
-        if done.any():
-            success[done] = info["success"][done]
-        running &= ~done
-    return returns, success, lengths
-
-
 @pytest.mark.parametrize("length", [10, 1000])
 def test_no_memoryless_policy_beats_half(length):
     """All 4^4 deterministic maps observation -> action, each under both goal sides (the env
@@ -202,7 +168,7 @@ def test_no_memoryless_policy_beats_half(length):
     def act(obs, first):
         return policies[policy_of_slot, observation_index(obs)]
 
-    _, success, _ = run_first_episodes(env, seeds, act)
+    success = run_first_episodes(env, seeds, act).success
     by_side = success.reshape(2, 256)
     rate = by_side.mean(axis=0)
     assert rate.max() == 0.5  # e.g. "East everywhere, North at the junction" gets exactly half
@@ -218,7 +184,7 @@ def test_oracle_with_memory_always_succeeds(length):
         at_junction = observation_index(obs) == 3
         return np.where(at_junction, np.where(remembered_north, N_, S_), E_)
 
-    returns, success, lengths = run_first_episodes(env, 100, act)
+    returns, lengths, success = run_first_episodes(env, 100, act)
     assert success.all()
     np.testing.assert_array_equal(returns, 4.0)
     np.testing.assert_array_equal(lengths, length + 1)
