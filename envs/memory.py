@@ -40,7 +40,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.batched import BatchedEnv
-from envs.sequences import require_int
+from envs.validation import require_int
 
 
 def _checked_actions(actions: Any, num_symbols: int, num_envs: int) -> np.ndarray:

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.validation import require_int
+
 SINE_FREQUENCIES = (0.2, 0.311, 0.42, 0.51, 0.74)
 LANGUAGE_SYMBOLS = ("S", "a", "b", "c")
 
@@ -68,16 +70,6 @@ class SequenceDataset:
     test: slice
     sequence_starts: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def require_int(key: str, value: Any, low: int, high: int | None = None) -> None:
-    """Raise a one-line error naming ``key``, its value and the valid range ``[low, high]``
-    (``high`` None: no upper bound); shared by the task configs of ``envs``."""
-    valid = f"[{low}, inf)" if high is None else f"[{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{key} must be an int in {valid}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{key} must be an int in {valid}, got {value}")
 
 
 def _series_dataset(

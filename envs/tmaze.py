@@ -62,7 +62,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.batched import BatchedEnv
-from envs.sequences import require_int
+from envs.validation import require_int
 
 NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
 GOAL_REWARD = 4.0
