@@ -166,7 +166,7 @@ class PopulationEvaluator:
                 stats.update(x[torch.from_numpy(alive)].numpy())
             actions, state = policy.act_encoded(x, state, n_ep)
             obs, reward, terminated, truncated, info = env.step(actions)
-            returns += np.where(alive, reward, 0.0)
+            np.add(returns, reward, out=returns, where=alive)  # no temporary, unlike np.where
             lengths += alive
             ended = alive & (terminated | truncated)
             successes = _record_success(successes, info, ended, n)

@@ -278,8 +278,10 @@ class RecurrentCore:
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
         w, b = params["readout.W"], params["readout.b"]
-        out = torch.matmul(y, w) + b.unsqueeze(-2)
-        return out, state
+        # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
+        # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
+        out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
+        return out + b.unsqueeze(-2), state
 
 
 class RecurrentPolicy(nn.Module):
@@ -418,9 +420,13 @@ class PopulationPolicy:
         """Raw observations of ``P * B`` slots (member-major) -> env actions ``[P * B, ...]``."""
         return self.act_encoded(self.core.encoder(obs), state, episodes)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act_encoded(self, x: torch.Tensor, state: State, episodes: int) -> tuple[np.ndarray, State]:
-        """Encoded observations ``[P * B, in]`` -> env actions ``[P * B, ...]``."""
+        """Encoded observations ``[P * B, in]`` -> env actions ``[P * B, ...]``.
+
+        Runs under ``torch.inference_mode`` (cheaper per op than ``no_grad``): the returned
+        state is an inference tensor, to be fed back here, never into an autograd graph.
+        """
         x = self.core.shape_input(x, (self.size, episodes), self.obs_norm)
         out, state = self.core.forward(self.params, x, state)
         actions = self.core.head.deterministic(out)

@@ -206,6 +206,7 @@ class ActionHead:
             self.is_discrete, self._scalar = True, scalar
             self.num_outputs = int(nvec.sum())
             self._start = torch.as_tensor(start, dtype=torch.int64)
+            self._scalar_start = int(start[0])
             # Column of the output read at [component, choice]; padded choices read column 0.
             offsets = np.concatenate(([0], np.cumsum(nvec)[:-1]))
             choice = np.arange(nvec.max())
@@ -247,8 +248,12 @@ class ActionHead:
     def deterministic(self, out: torch.Tensor) -> torch.Tensor:
         """The greedy action: argmax per component (plus ``start``), or the squashed mean."""
         if self.is_discrete:
-            index = self._logits(out).argmax(-1) + self._start.to(out.device)
-            return index.squeeze(-1) if self._scalar else index
+            if self._scalar:
+                # A Discrete space's outputs ARE its logits (no gather, no padding): argmax
+                # them directly, which skips two indexing ops on the evaluator's hot path.
+                index = out.argmax(-1)
+                return index + self._scalar_start if self._scalar_start else index
+            return self._logits(out).argmax(-1) + self._start.to(out.device)
         return self.action_from_sample(out)
 
     def distribution(
