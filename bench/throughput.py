@@ -327,7 +327,8 @@ class Bench:
         rate, _ = timed(run, self.repeats)
         evaluator.close()
         P, length = len(self.vectors), float(lengths[-1].mean())
-        return Row("evolstm", "native numpy vector env", P, episodes, str(threads), length, rate)
+        # The evaluator pins itself to one torch thread (evaluation.single_torch_thread).
+        return Row("evolstm", "native numpy vector env", P, episodes, "1", length, rate)
 
     def vecgymne(self, problem: VecGymNE, native: bool, threads: int, ref: Row) -> Row:
         """``native``: the problem runs evolstm's native env (its slots are re-seeded)."""
