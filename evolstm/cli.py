@@ -5,6 +5,7 @@
     evolstm train CONFIG.yaml [key.sub=value ...] [--resume RUN_DIR] [--ray-address ADDR]
                   [--runs-dir DIR]
     evolstm eval RUN_DIR|CHECKPOINT [--episodes N] [--seed S]
+    evolstm compare COMPARE.yaml [key.sub=value ...] [--ray-address ADDR] [--runs-dir DIR]
     evolstm envs
     evolstm agents
 
@@ -57,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, help="default: the run's eval.episodes")
     evaluate.add_argument("--seed", type=int, help="default: the run's seed (its final eval)")
 
+    compare = commands.add_parser("compare", help="run every variant x seed of a compare file")
+    compare.add_argument("compare_file", metavar="COMPARE.yaml", help="the compare file")
+    compare.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="overrides of the base config"
+    )
+    compare.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="overrides ray.address: local | auto | ray://host:port | host:port",
+    )
+    compare.add_argument(
+        "--runs-dir", metavar="DIR", type=Path, default=Path("runs"), help="default: runs/"
+    )
+
     commands.add_parser("envs", help="list the registered evolstm tasks with their spaces")
     commands.add_parser("agents", help="list the available agents with their family")
     return parser
@@ -69,6 +84,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from evolstm.trainer import train  # after validation: config errors come fast
 
     train(cfg, resume=args.resume, ray_address=args.ray_address, runs_root=args.runs_dir)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from evolstm.compare import COMPARE_REPORT, load_comparison, run_comparison
+
+    comparison = load_comparison(args.compare_file, args.overrides)
+    folder = run_comparison(comparison, ray_address=args.ray_address, runs_root=args.runs_dir)
+    report = json.loads((folder / COMPARE_REPORT).read_text())
+    failed = sum("error" in run for variant in report["variants"] for run in variant["runs"])
+    if failed:
+        print(f"{failed} run(s) failed; see {folder / COMPARE_REPORT}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -168,7 +198,13 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "envs": _cmd_envs, "agents": _cmd_agents}
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "compare": _cmd_compare,
+    "envs": _cmd_envs,
+    "agents": _cmd_agents,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,11 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         # Overrides may come after the options (`train c.yaml --resume R a=1`): argparse
-        # leaves those as unknown arguments, and only `train` accepts them.
+        # leaves those as unknown arguments, and only `train` and `compare` accept them.
         args, extra = parser.parse_known_args(argv)
-        if extra and (args.command != "train" or any(e.startswith("-") for e in extra)):
+        takes_overrides = args.command in ("train", "compare")
+        if extra and (not takes_overrides or any(e.startswith("-") for e in extra)):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if args.command == "train":
+        if takes_overrides:
             args.overrides = [*args.overrides, *extra]
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_CONFIG_ERROR

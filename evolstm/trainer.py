@@ -111,7 +111,7 @@ def env_factory_for(cfg: RunConfig) -> EnvFactory:
     return resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
 
 
-def _new_run_dir(runs_root: Path, name: str) -> Path:
+def new_run_dir(runs_root: Path, name: str) -> Path:
     stem = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
         run_dir = runs_root / f"{stem}{suffix}"
@@ -244,7 +244,7 @@ def train(
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
     if checkpoint is None:
-        run_dir = _new_run_dir(Path(runs_root), cfg.name)
+        run_dir = new_run_dir(Path(runs_root), cfg.name)
     _write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
 
     seed_everything(cfg.seed)
