@@ -112,6 +112,7 @@ def env_factory_for(cfg: RunConfig) -> EnvFactory:
 
 
 def new_run_dir(runs_root: Path, name: str) -> Path:
+    """Create and return a fresh ``runs_root/<name>-<timestamp>[-k]/`` folder."""
     stem = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
         run_dir = runs_root / f"{stem}{suffix}"
