@@ -51,6 +51,7 @@ from evolstm.config import (
     apply_overrides,
     check_ray_address,
     read_yaml,
+    section_for,
     validate_config,
 )
 from evolstm.errors import ConfigError
@@ -92,15 +93,7 @@ def merge_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         parts = str(key).split(".")
         if not all(parts):
             raise ConfigError(f"override key {key!r} is not of the form key or key.sub")
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                section = ".".join(parts[: depth + 1])
-                raise ConfigError(f"override {key!r}: {section!r} is a value, not a section")
-            node = child
+        node = section_for(out, parts, str(key))
         last = parts[-1]
         replace = parts == ["agent"]
         if isinstance(value, Mapping) and isinstance(node.get(last), dict) and not replace:

@@ -288,17 +288,23 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: cannot parse {raw!r} as YAML ({err})") from None
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                section = ".".join(parts[: depth + 1])
-                raise ConfigError(f"override {item!r}: {section!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        section_for(out, parts, item)[parts[-1]] = value
     return out
+
+
+def section_for(data: dict, parts: Sequence[str], label: str) -> dict:
+    """The (created if missing) mapping that holds key ``parts[-1]`` under ``parts[:-1]``;
+    ``label`` names the override in the error when a section along the way is a value."""
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            section = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {label!r}: {section!r} is a value, not a section")
+        node = child
+    return node
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
