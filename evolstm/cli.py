@@ -148,7 +148,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
-    evaluator = PopulationEvaluator(factory, spec, episodes)
+    evaluator = PopulationEvaluator(factory, spec)
     try:
         result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes), obs_norm)
     finally:

@@ -104,13 +104,13 @@ class PopulationEvaluator:
     :param env_factory: builds the task's vector env (native batch env for built-in tasks,
         ``SyncVectorEnv`` for any other Gymnasium env).
     :param spec: the policy every member uses.
-    :param episodes: default ``E`` (used when ``evaluate`` gets fewer seeds it is an error).
+
+    ``E`` is the number of seeds given to :meth:`evaluate`.
     """
 
-    def __init__(self, env_factory: EnvFactory, spec: PolicySpec, episodes: int = 1) -> None:
+    def __init__(self, env_factory: EnvFactory, spec: PolicySpec) -> None:
         self.env_factory = env_factory
         self.spec = spec
-        self.episodes = episodes
         self.core = RecurrentCore(spec)
         self._env: gym.vector.VectorEnv | None = None
 

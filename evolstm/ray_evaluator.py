@@ -27,13 +27,12 @@ MAX_SHARD_RETRIES = 3
 
 
 class _ShardWorker:
-    """The body of a Ray actor: one evaluator, one vector env, one torch thread."""
+    """The body of a Ray actor: one evaluator with its own vector env."""
 
-    def __init__(self, env_factory: EnvFactory, spec_dict: dict[str, Any], episodes: int) -> None:
+    def __init__(self, env_factory: EnvFactory, spec_dict: dict[str, Any]) -> None:
         import envs  # noqa: F401  (registers the built-in tasks inside the worker process)
 
-        torch.set_num_threads(1)
-        self.evaluator = PopulationEvaluator(env_factory, PolicySpec.from_dict(spec_dict), episodes)
+        self.evaluator = PopulationEvaluator(env_factory, PolicySpec.from_dict(spec_dict))
 
     def evaluate(
         self, vectors: np.ndarray, seeds: list[int], obs_norm: Any, collect_stats: bool
@@ -41,9 +40,6 @@ class _ShardWorker:
         return self.evaluator.evaluate(
             torch.from_numpy(vectors), seeds, obs_norm=obs_norm, collect_stats=collect_stats
         )
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def connect_ray(address: str | None) -> bool:
@@ -71,7 +67,6 @@ class RayEvaluator:
 
     :param env_factory: picklable env builder, shipped to every actor.
     :param spec: the policy every member uses.
-    :param episodes: default episodes per member.
     :param num_workers: actors (0: one per CPU Ray reports).
     :param address: where Ray runs (see :func:`connect_ray`).
     """
@@ -80,7 +75,6 @@ class RayEvaluator:
         self,
         env_factory: EnvFactory,
         spec: PolicySpec,
-        episodes: int = 1,
         *,
         num_workers: int = 0,
         address: str | None = "local",
@@ -91,11 +85,9 @@ class RayEvaluator:
         if num_workers <= 0:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.num_workers = num_workers
-        self._args = (env_factory, spec.to_dict(), episodes)
+        self._args = (env_factory, spec.to_dict())
         self._actor_cls = ray.remote(num_cpus=1)(_ShardWorker)
         self.workers = [self._new_worker() for _ in range(num_workers)]
-        self.spec = spec
-        self.episodes = episodes
 
     def _new_worker(self) -> Any:
         return self._actor_cls.remote(*self._args)

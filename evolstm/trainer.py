@@ -155,13 +155,13 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, run_dir: Path) -> No
 
 
 def _build_evaluator(
-    factory: EnvFactory, spec: PolicySpec, episodes: int, address: str | None, workers: int
+    factory: EnvFactory, spec: PolicySpec, address: str | None, workers: int
 ) -> Evaluator:
     if address is None:
-        return PopulationEvaluator(factory, spec, episodes)
+        return PopulationEvaluator(factory, spec)
     from evolstm.ray_evaluator import RayEvaluator
 
-    return RayEvaluator(factory, spec, episodes, num_workers=workers, address=address)
+    return RayEvaluator(factory, spec, num_workers=workers, address=address)
 
 
 def _build_loggers(
@@ -252,10 +252,9 @@ def train(
     progress = RunProgress()
     closers: list[Any] = []
     try:
-        train_episodes = int(getattr(options, "episodes", 1))
-        evaluator = _build_evaluator(factory, spec, train_episodes, address, cfg.ray.num_workers)
+        evaluator = _build_evaluator(factory, spec, address, cfg.ray.num_workers)
         closers.append(evaluator)
-        held_out = PopulationEvaluator(factory, spec, cfg.eval.episodes)
+        held_out = PopulationEvaluator(factory, spec)
         closers.append(held_out)
         ctx = AgentContext(
             policy_spec=spec,
