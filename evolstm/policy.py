@@ -99,7 +99,6 @@ class ParameterLayout:
     layer_inputs: tuple[Any, ...]
     hidden: int
     readout_in: int
-    kernel_size: int = 3
     _by_name: dict[str, LayoutEntry] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,8 +113,10 @@ class ParameterLayout:
     def __getitem__(self, name: str) -> LayoutEntry:
         return self._by_name[name]
 
-    def names(self) -> list[str]:
-        return [e.name for e in self.entries]
+    def layer_param_names(self, layer: int) -> list[tuple[str, str]]:
+        """``(cell parameter name, layout name)`` of every block of ``layer``, in order."""
+        prefix = f"layer{layer}."
+        return [(e.name[len(prefix) :], e.name) for e in self.entries if e.name.startswith(prefix)]
 
     def unit_indices(self, layer: int, unit: int) -> torch.Tensor:
         """Flat indices ``[K]`` of every parameter that belongs to memory cell ``unit`` of
@@ -142,8 +143,14 @@ class ParameterLayout:
 
 def build_layout(spec: PolicySpec) -> ParameterLayout:
     """The :class:`ParameterLayout` of ``spec``."""
-    encoder = ObservationEncoder(spec.observation_space, keep_image=spec.cell == "conv_peephole")
-    head = ActionHead(spec.action_space)
+    return _layout(spec, _encoder(spec), ActionHead(spec.action_space))
+
+
+def _encoder(spec: PolicySpec) -> ObservationEncoder:
+    return ObservationEncoder(spec.observation_space, keep_image=spec.cell == "conv_peephole")
+
+
+def _layout(spec: PolicySpec, encoder: ObservationEncoder, head: ActionHead) -> ParameterLayout:
     input_size = _core_input_size(spec, encoder)
     entries: list[LayoutEntry] = []
     offset = 0
@@ -169,7 +176,6 @@ def build_layout(spec: PolicySpec) -> ParameterLayout:
         layer_inputs=tuple(layer_inputs),
         hidden=spec.hidden,
         readout_in=readout_in,
-        kernel_size=spec.kernel_size,
     )
 
 
@@ -190,8 +196,8 @@ def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
         params = cells.init_params(
             spec.cell, size, spec.hidden, generator=generator, kernel_size=spec.kernel_size
         )
-        for pname in cells.param_shapes(spec.cell, size, spec.hidden, kernel_size=spec.kernel_size):
-            assert layout[f"layer{layer}.{pname}"].shape == tuple(params[pname].shape)
+        for pname, name in layout.layer_param_names(layer):
+            assert layout[name].shape == tuple(params[pname].shape)
             chunks.append(params[pname].reshape(-1))
     bound = 1.0 / math.sqrt(layout.readout_in)
     ro = layout["readout.W"]
@@ -220,19 +226,11 @@ class RecurrentCore:
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec
-        self.layout = build_layout(spec)
-        self.encoder = ObservationEncoder(
-            spec.observation_space, keep_image=spec.cell == "conv_peephole"
-        )
+        self.encoder = _encoder(spec)
         self.head = ActionHead(spec.action_space)
+        self.layout = _layout(spec, self.encoder, self.head)
         self._layer_param_names = [
-            [
-                (pname, f"layer{layer}.{pname}")
-                for pname in cells.param_shapes(
-                    spec.cell, size, spec.hidden, kernel_size=spec.kernel_size
-                )
-            ]
-            for layer, size in enumerate(self.layout.layer_inputs)
+            self.layout.layer_param_names(layer) for layer in range(len(self.layout.layer_inputs))
         ]
 
     def init_state(self, batch_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> State:
