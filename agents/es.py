@@ -11,7 +11,6 @@ same episode seeds; the seeds move on each generation. Fitness is maximised.
 
 from __future__ import annotations
 
-import io
 import logging
 import pickle
 from typing import Any, ClassVar, Literal
@@ -31,7 +30,7 @@ from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 from evolstm.obs_norm import ObsNormalizer, RunningStats
-from evolstm.policy import build_layout, init_vector
+from evolstm.policy import init_vector
 
 # EvoTorch logs every Problem's dtype/device at INFO; the trainer reports what matters.
 logging.getLogger("evotorch").setLevel(logging.WARNING)
@@ -121,11 +120,10 @@ class EvoTorchAgent(Agent):
 
     def __init__(self, options: ESOptions, ctx: AgentContext) -> None:
         super().__init__(options, ctx)
-        self.layout = build_layout(ctx.policy_spec)
         center = init_vector(ctx.policy_spec, torch.Generator().manual_seed(ctx.seed))
         self.problem = EvaluatorProblem(
             ctx.evaluator,
-            self.layout.size,
+            center.numel(),
             run_seed=ctx.seed,
             episodes=options.episodes,
             init_radius=float(center.abs().max()),
@@ -156,9 +154,8 @@ class EvoTorchAgent(Agent):
         }
         if result.successes is not None:
             metrics["success_rate"] = float(result.successes.mean())
-        stdev = self.searcher.status.get("stdev") if "stdev" in self.searcher.status else None
-        if stdev is not None:
-            metrics["stdev_mean"] = float(torch.as_tensor(stdev).mean())
+        if "stdev" in self.searcher.status:
+            metrics["stdev_mean"] = float(torch.as_tensor(self.searcher.status["stdev"]).mean())
         return metrics
 
     def policy_vector(self) -> torch.Tensor:
@@ -170,10 +167,8 @@ class EvoTorchAgent(Agent):
         return self.problem.obs_normalizer()
 
     def state_dict(self) -> dict[str, Any]:
-        buffer = io.BytesIO()
-        pickle.dump(self.searcher, buffer)
         return {
-            "searcher": buffer.getvalue(),
+            "searcher": pickle.dumps(self.searcher),
             "best_vector": self.best_vector.clone(),
             "best_fitness": self.best_fitness,
         }
