@@ -49,9 +49,9 @@ from evolstm.policy import PolicySpec, RecurrentPolicy
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 POLICY_FILE = "policy.pt"
-# Sections that may change when a run is resumed; the others must match the run's own.
 # The trainer's own counters; an agent's metrics of these names are replaced by them.
 RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_s"})
+# Sections that may change when a run is resumed; the others must match the run's own.
 RESUME_MAY_CHANGE = ("name", "budget", "eval", "checkpoint", "ray", "logging")
 
 
@@ -196,9 +196,7 @@ def _build_loggers(
     return FanOutLogger(loggers), console
 
 
-def _payload(
-    agent: Agent, cfg: RunConfig, progress: RunProgress, policy_vector: torch.Tensor
-) -> dict[str, Any]:
+def _payload(agent: Agent, cfg: RunConfig, progress: RunProgress) -> dict[str, Any]:
     obs_norm = agent.obs_normalizer()
     return {
         "agent": copy.deepcopy(agent.state_dict()),
@@ -208,7 +206,7 @@ def _payload(
         "env_steps": progress.env_steps,
         "wall_time": progress.wall_time,
         "eval_history": copy.deepcopy(progress.eval_history),
-        "policy_vector": policy_vector.detach().clone(),
+        "policy_vector": agent.policy_vector().detach().clone(),
         "obs_norm": None if obs_norm is None else obs_norm.state_dict(),
     }
 
@@ -340,7 +338,7 @@ def _loop(
                     }
                 )
             loggers.log(record, progress.iteration)
-            last_payload = _payload(agent, cfg, progress, agent.policy_vector())
+            last_payload = _payload(agent, cfg, progress)
             if progress.iteration % cfg.checkpoint.every == 0:
                 save_checkpoint(run_dir, progress.iteration, last_payload)
                 saved_iteration = progress.iteration
