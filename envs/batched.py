@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -25,9 +26,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 class BatchedEnv(VectorEnv):
     """A numpy vector env over ``num_envs`` slots with per-slot seeding and NEXT_STEP autoreset.
 
-    Subclasses set ``single_observation_space``, ``single_action_space`` (then call
-    :meth:`_finish_spaces`) and implement :meth:`_reset_slots`, :meth:`_step_all` and
-    :meth:`_observe`. State arrays are ``[N, ...]`` (N = ``num_envs``).
+    Subclasses set their spaces with :meth:`_set_spaces` and implement :meth:`_reset_slots`,
+    :meth:`_step_all` and :meth:`_observe`. State arrays are ``[N, ...]`` (N = ``num_envs``).
 
     :param num_envs: number of slots N.
     :param max_episode_steps: truncation limit per episode (``None``: no limit).
@@ -49,10 +49,12 @@ class BatchedEnv(VectorEnv):
         self.elapsed_steps = np.zeros(num_envs, dtype=np.int64)
         self.prev_done = np.zeros(num_envs, dtype=bool)
 
-    def _finish_spaces(self) -> None:
-        """Build the batched spaces from the single ones (call after setting them)."""
+    def _set_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        """Set the single env's spaces and the batched spaces built from them."""
         from gymnasium.vector.utils import batch_space
 
+        self.single_observation_space = observation_space
+        self.single_action_space = action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 

@@ -158,9 +158,7 @@ class CartPoleNoVelVectorEnv(BatchedEnv):
     ) -> None:
         super().__init__(num_envs, max_episode_steps)
         self.observe = check_observe(observe)
-        self.single_observation_space = observation_space_for(self.observe)
-        self.single_action_space = spaces.Discrete(2)
-        self._finish_spaces()
+        self._set_spaces(observation_space_for(self.observe), spaces.Discrete(2))
         self.state = np.zeros((num_envs, 4))
 
     def _reset_slots(self, idx: np.ndarray) -> None:

@@ -141,9 +141,7 @@ class RepeatPreviousVectorEnv(BatchedEnv):
     ) -> None:
         self.config = RepeatPreviousConfig(num_symbols, k, length)
         super().__init__(num_envs, max_episode_steps=max_episode_steps)
-        self.single_observation_space = spaces.Discrete(num_symbols)
-        self.single_action_space = spaces.Discrete(num_symbols)
-        self._finish_spaces()
+        self._set_spaces(spaces.Discrete(num_symbols), spaces.Discrete(num_symbols))
         self.symbols = np.zeros((num_envs, length + 1), dtype=np.int64)
         self.t = np.zeros(num_envs, dtype=np.int64)
 
@@ -261,9 +259,7 @@ class DelayedRecallVectorEnv(BatchedEnv):
     ) -> None:
         self.config = DelayedRecallConfig(num_symbols, min_delay, max_delay)
         super().__init__(num_envs, max_episode_steps=max_episode_steps)
-        self.single_observation_space = spaces.Discrete(num_symbols + 2)
-        self.single_action_space = spaces.Discrete(num_symbols)
-        self._finish_spaces()
+        self._set_spaces(spaces.Discrete(num_symbols + 2), spaces.Discrete(num_symbols))
         self.symbol = np.zeros(num_envs, dtype=np.int64)
         self.delay = np.zeros(num_envs, dtype=np.int64)
         self.t = np.zeros(num_envs, dtype=np.int64)

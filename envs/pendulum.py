@@ -124,8 +124,7 @@ class PendulumNoVelVectorEnv(BatchedEnv):
     ) -> None:
         super().__init__(num_envs, max_episode_steps)
         self.g = check_gravity(g)
-        self.single_observation_space, self.single_action_space = _spaces()
-        self._finish_spaces()
+        self._set_spaces(*_spaces())
         self.state = np.zeros((num_envs, 2))
 
     def _reset_slots(self, idx: np.ndarray) -> None:

@@ -319,9 +319,9 @@ class PoleBalancingVectorEnv(BatchedEnv):
         steps = max_steps if max_steps is not None else max_episode_steps
         self.task = make_task(poles, velocities, reward, steps, initial_state, num_envs)
         super().__init__(num_envs, self.task.max_steps)
-        self.single_observation_space = self.task.observation_space()
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self._finish_spaces()
+        self._set_spaces(
+            self.task.observation_space(), spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        )
         self._starts = np.broadcast_to(self.task.initial_state, (num_envs, self.task.state_size))
         self.state = self._starts.copy()
         self._window = np.zeros((num_envs, DAMPING_WINDOW))

@@ -206,9 +206,7 @@ class TMazeVectorEnv(BatchedEnv):
         if max_episode_steps is not None:
             limit = min(limit, max_episode_steps)
         super().__init__(num_envs, max_episode_steps=limit)
-        self.single_observation_space = spaces.MultiBinary(3)
-        self.single_action_space = spaces.Discrete(4)
-        self._finish_spaces()
+        self._set_spaces(spaces.MultiBinary(3), spaces.Discrete(4))
         self.position = np.zeros(num_envs, dtype=np.int64)
         self.goal_north = np.zeros(num_envs, dtype=bool)
         self._success = np.zeros(num_envs, dtype=bool)
