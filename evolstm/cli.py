@@ -44,14 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
     )
     train.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue a run exactly")
-    train.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="overrides ray.address: local | auto | ray://host:port | host:port",
-    )
-    train.add_argument(
-        "--runs-dir", metavar="DIR", type=Path, default=Path("runs"), help="default: runs/"
-    )
+    _add_run_location_options(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's policy on held-out episodes")
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT", type=Path)
@@ -63,18 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "overrides", nargs="*", metavar="key.sub=value", help="overrides of the base config"
     )
-    compare.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="overrides ray.address: local | auto | ray://host:port | host:port",
-    )
-    compare.add_argument(
-        "--runs-dir", metavar="DIR", type=Path, default=Path("runs"), help="default: runs/"
-    )
+    _add_run_location_options(compare)
 
     commands.add_parser("envs", help="list the registered evolstm tasks with their spaces")
     commands.add_parser("agents", help="list the available agents with their family")
     return parser
+
+
+def _add_run_location_options(parser: argparse.ArgumentParser) -> None:
+    """``--ray-address`` and ``--runs-dir``, shared by ``train`` and ``compare``."""
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="overrides ray.address: local | auto | ray://host:port | host:port",
+    )
+    parser.add_argument(
+        "--runs-dir", metavar="DIR", type=Path, default=Path("runs"), help="default: runs/"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
