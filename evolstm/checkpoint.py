@@ -60,6 +60,11 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"ckpt-{iteration:06d}.pt"
 

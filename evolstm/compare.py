@@ -45,7 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evolstm.checkpoint import atomic_write
+from evolstm.checkpoint import atomic_write_text
 from evolstm.config import (
     RunConfig,
     apply_overrides,
@@ -263,7 +263,7 @@ def aggregate(label: str, agent: str, seeds: list[int], runs: list[dict]) -> dic
 
 
 def _write_report(path: Path, report: Mapping[str, Any]) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def run_comparison(
@@ -305,32 +305,28 @@ def run_comparison(
 
     total = sum(len(planned) for planned in comparison.runs.values())
     done = 0
-    try:
-        for label, planned in comparison.runs.items():
-            for run in planned:
-                done += 1
-                console.print(
-                    f"[{done}/{total}] {comparison.name}: variant {label}, seed {run.seed}",
-                    markup=False,
-                    highlight=False,
+    _write_report(folder / COMPARE_REPORT, report())
+    for label, planned in comparison.runs.items():
+        for run in planned:
+            done += 1
+            console.print(
+                f"[{done}/{total}] {comparison.name}: variant {label}, seed {run.seed}",
+                markup=False,
+                highlight=False,
+            )
+            try:
+                run_dir = train(run.cfg, ray_address=ray_address, runs_root=folder)
+            except ConfigError:
+                raise
+            except Exception as err:
+                traceback.print_exc(file=sys.stderr)
+                results[label].append({"seed": run.seed, "error": f"{type(err).__name__}: {err}"})
+            else:
+                summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+                results[label].append(
+                    {"seed": run.seed, "run_dir": str(run_dir), "summary": summary}
                 )
-                try:
-                    run_dir = train(run.cfg, ray_address=ray_address, runs_root=folder)
-                except (ConfigError, KeyboardInterrupt):
-                    raise
-                except Exception as err:
-                    traceback.print_exc(file=sys.stderr)
-                    results[label].append(
-                        {"seed": run.seed, "error": f"{type(err).__name__}: {err}"}
-                    )
-                else:
-                    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-                    results[label].append(
-                        {"seed": run.seed, "run_dir": str(run_dir), "summary": summary}
-                    )
-                _write_report(folder / COMPARE_REPORT, report())
-    finally:
-        _write_report(folder / COMPARE_REPORT, report())
+            _write_report(folder / COMPARE_REPORT, report())
     final = report()
     console.print(comparison_table(final))
     console.print(f"comparison folder {folder}", markup=False, highlight=False, soft_wrap=True)

@@ -26,6 +26,7 @@ from evolstm.agent import Agent, AgentContext
 from evolstm.checkpoint import (
     CHECKPOINT_DIR,
     atomic_write,
+    atomic_write_text,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -211,10 +212,6 @@ def _payload(agent: Agent, cfg: RunConfig, progress: RunProgress) -> dict[str, A
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def train(
     cfg: RunConfig,
     *,
@@ -244,7 +241,7 @@ def train(
     spec = policy_spec_for(cfg, factory)
     if checkpoint is None:
         run_dir = new_run_dir(Path(runs_root), cfg.name)
-    _write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
 
     seed_everything(cfg.seed)
     progress = RunProgress()
@@ -384,7 +381,7 @@ def _finish(
         "iterations": progress.iteration,
         "run_dir": str(run_dir),
     }
-    _write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     policy = RecurrentPolicy(spec, vector=vector, obs_norm=agent.obs_normalizer())
     atomic_write(run_dir / POLICY_FILE, policy.save)
     return summary
