@@ -4,18 +4,23 @@
 
     evolstm train CONFIG.yaml [key.sub=value ...] [--resume RUN_DIR] [--ray-address ADDR]
                   [--runs-dir DIR]
-    evolstm eval RUN_DIR|CHECKPOINT [--episodes N] [--seed S]
+    evolstm train --resume RUN_DIR [key.sub=value ...]     # the run's own config.yaml
+    evolstm eval RUN_DIR|CHECKPOINT [--episodes N] [--seed S] [--video OUT.mp4|OUT.gif]
     evolstm compare COMPARE.yaml [key.sub=value ...] [--ray-address ADDR] [--runs-dir DIR]
     evolstm envs
     evolstm agents
 
 A :class:`~evolstm.errors.ConfigError` anywhere prints ``error: <one line>`` to stderr and
 exits with status 2 (no traceback), like argparse's own usage errors.
+
+Like ``python -m evolstm``, the command puts the current folder first on ``sys.path``, so
+``env.id: "mymodule:MyEnv"`` (or a wrapper) finds ``mymodule.py`` beside the config.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,10 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evolstm", description="LSTM policies for POMDPs: neuroevolution and policy gradients."
     )
+    from evolstm import __version__
+
+    parser.add_argument("--version", action="version", version=f"evolstm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train an agent from a YAML config")
-    train.add_argument("config", metavar="CONFIG.yaml", help="the training config")
+    train.add_argument(
+        "config",
+        metavar="CONFIG.yaml",
+        nargs="?",
+        help="the training config (default with --resume: the run's own config.yaml)",
+    )
     train.add_argument(
         "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
     )
@@ -78,7 +91,16 @@ def _add_run_location_options(parser: argparse.ArgumentParser) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from evolstm.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]  # `train --resume RUN key=value`
+    if config is None:
+        if args.resume is None:
+            raise ConfigError("train needs a CONFIG.yaml, or --resume RUN_DIR (its own config)")
+        from evolstm.trainer import CONFIG_FILE, resume_dir
+
+        config = resume_dir(args.resume) / CONFIG_FILE
+    cfg = load_config(config, overrides)
     from evolstm.trainer import train  # after validation: config errors come fast
 
     train(cfg, resume=args.resume, ray_address=args.ray_address, runs_root=args.runs_dir)
@@ -205,8 +227,18 @@ COMMANDS = {
 }
 
 
+def _import_from_cwd() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does (a console script
+    does not), so user modules beside the config import. Ray workers inherit the driver's
+    ``sys.path``, so they find them too."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for config and usage errors)."""
+    _import_from_cwd()
     parser = build_parser()
     try:
         # Overrides may come after the options (`train c.yaml --resume R a=1`): argparse
