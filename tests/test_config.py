@@ -36,7 +36,12 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
         "env": {"id": "evolstm/TMaze-v0", "kwargs": {}, "wrappers": []},
         "policy": {"cell": "lstm", "hidden": 16, "layers": 1, "memory": True},
         "agent": {"name": "fake", "popsize": 3, "episodes": 2, "sigma": 0.5},
-        "budget": {"env_steps": DEFAULT_ENV_STEPS, "iterations": None, "seconds": None},
+        "budget": {
+            "env_steps": DEFAULT_ENV_STEPS,
+            "iterations": None,
+            "seconds": None,
+            "stop_when_solved": False,
+        },
         "eval": {"every": 10, "episodes": 32},
         "checkpoint": {"every": 10},
         "ray": {"address": None, "num_workers": 0},
