@@ -131,6 +131,9 @@ class WandbConfig(_Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "evolstm"
     group: str | None = None
+    # Seconds W&B may take to start; online without a reachable server then falls back to
+    # offline with one warning.
+    init_timeout: float = Field(30.0, gt=0)
 
 
 class LoggingConfig(_Section):

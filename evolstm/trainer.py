@@ -214,6 +214,8 @@ def _build_loggers(
                     mode=wandb_cfg.mode,
                     project=wandb_cfg.project,
                     group=wandb_cfg.group,
+                    job_type=cfg.agent.name,
+                    init_timeout=wandb_cfg.init_timeout,
                 )
             )
     except BaseException:
@@ -303,6 +305,7 @@ def train(
             console.note(where_it_runs(address, getattr(evaluator, "num_workers", 0)))
         _loop(cfg, agent, held_out, loggers, progress, run_dir, factory)
         summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
+        loggers.record_summary(summary, run_dir / POLICY_FILE)
         if console is not None:
             console.summary(summary)
     except BaseException:

@@ -46,7 +46,12 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
         "checkpoint": {"every": 10},
         "ray": {"address": None, "num_workers": 0},
         "logging": {
-            "wandb": {"mode": "offline", "project": "evolstm", "group": None},
+            "wandb": {
+                "mode": "offline",
+                "project": "evolstm",
+                "group": None,
+                "init_timeout": 30.0,
+            },
             "console": True,
         },
     }

@@ -66,6 +66,10 @@ class OfflineRun:
     exit_code: int | None = None
 
 
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
 def _value(item: Any) -> Any:
     return json.loads(item.value_json)
 
@@ -80,15 +84,15 @@ def read_offline_run(path: str | Path) -> OfflineRun:
             run.run_id, run.group = record.run.run_id, record.run.run_group
             run.job_type, run.project = record.run.job_type, record.run.project
             for item in record.run.config.update:
-                run.config[item.key] = _value(item)
+                run.config[_key(item)] = _value(item)
         elif kind == "config":
             for item in record.config.update:
-                run.config[item.key] = _value(item)
+                run.config[_key(item)] = _value(item)
         elif kind == "history":
-            run.history.append({item.key: _value(item) for item in record.history.item})
+            run.history.append({_key(item): _value(item) for item in record.history.item})
         elif kind == "summary":
             for item in record.summary.update:
-                run.summary[item.key or "/".join(item.nested_key)] = _value(item)
+                run.summary[_key(item)] = _value(item)
         elif kind == "metric":
             metric = record.metric
             run.metrics[metric.name or metric.glob_name] = metric.step_metric
