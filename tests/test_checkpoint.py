@@ -67,5 +67,5 @@ def test_missing_or_foreign_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         ckpt.load_checkpoint(tmp_path)
     torch.save({"something": "else"}, tmp_path / "other.pt")
-    with pytest.raises(ConfigError, match="other.pt: not an evolstm checkpoint"):
+    with pytest.raises(ConfigError, match=r"other\.pt: not an evolstm checkpoint"):
         ckpt.load_checkpoint(tmp_path / "other.pt")
