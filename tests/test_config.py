@@ -122,7 +122,7 @@ def test_unknown_nested_key_lists_that_sections_keys(tmp_path, fake_agent):
     message = _error(tmp_path, MINIMAL, ["logging.wandb.projekt=x"])
     assert message == (
         "unknown key 'logging.wandb.projekt'; valid keys under 'logging.wandb': "
-        "group, mode, project"
+        "group, init_timeout, mode, project"
     )
 
 
