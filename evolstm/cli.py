@@ -6,6 +6,7 @@
                   [--runs-dir DIR]
     evolstm train --resume RUN_DIR [key.sub=value ...]     # the run's own config.yaml
     evolstm eval RUN_DIR|CHECKPOINT|POLICY [--episodes N] [--seed S] [--env ENV_ID]
+                 [--video OUT.gif|OUT.mp4]
     evolstm compare COMPARE.yaml [key.sub=value ...] [--ray-address ADDR] [--runs-dir DIR]
     evolstm envs
     evolstm agents
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT", type=Path)
     evaluate.add_argument("--episodes", type=int, help="default: the run's eval.episodes")
     evaluate.add_argument("--seed", type=int, help="default: the run's seed (its final eval)")
+    evaluate.add_argument(
+        "--video",
+        metavar="OUT.gif|OUT.mp4",
+        type=Path,
+        help="record the episodes (default 1 with --video) to a video file",
+    )
     evaluate.add_argument(
         "--env",
         metavar="ENV_ID",
@@ -205,9 +212,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from evolstm.evaluation import PopulationEvaluator
     from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
 
+    if args.video is not None:
+        from evolstm.video import check_video_path
+
+        check_video_path(args.video)
     data, vector, obs_norm, spec = _load_for_eval(args.path, args.env)
     cfg = validate_config(data, check_agent=False)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
+    if args.video is not None and args.episodes is None:
+        episodes = 1
     seed = args.seed if args.seed is not None else cfg.seed
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
@@ -229,6 +242,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes), obs_norm)
     finally:
         evaluator.close()
+    if args.video is not None:
+        from evolstm.video import record_episodes, write_video
+
+        frames, _, fps = record_episodes(
+            factory, spec, vector, obs_norm, eval_seeds(seed, episodes)
+        )
+        write_video(args.video, frames, fps)
+        print(f"video {args.video}: {episodes} episode(s), {len(frames)} frames at {fps:g} fps")
     line = (
         f"{cfg.env.id}: eval return {result['eval_return_mean']:.4g} ± "
         f"{result['eval_return_std']:.4g} over {episodes} episodes (seed {seed})"

@@ -52,6 +52,9 @@ def connect_ray(address: str | None) -> bool:
     if address in (None, "local"):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
+            # "local" always starts a new Ray: with no address, ray.init joins a Ray
+            # already running on this machine (someone else's) when it finds one.
+            address="local",
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
