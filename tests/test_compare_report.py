@@ -104,9 +104,9 @@ def small_comparison(tmp_path_factory, quiet_wandb_home, monkeypatch):
 def test_small_comparison_files_read_back(small_comparison):
     folder = small_comparison
     report = json.loads((folder / "compare.json").read_text())
-    assert [v["label"] for v in report["variants"]] == ["pgpe", "cmaes"]
+    assert [v["label"] for v in report["variants"]] == ["pgpe", "cmaes", "ppo", "rpg"]
     runs = [run for v in report["variants"] for run in v["runs"]]
-    assert len(runs) == 4 and all("summary" in run for run in runs)
+    assert len(runs) == 8 and all("summary" in run for run in runs), runs
 
     # Pairs ran in parallel: as Ray tasks in separate worker processes, overlapping in time.
     workers = [run["worker"] for run in runs]
@@ -158,20 +158,30 @@ def test_small_comparison_files_read_back(small_comparison):
         assert f"{np.mean(returns):.4g} [{low:.4g}, {high:.4g}]" in row
         assert "not reached" in row  # 4,000 env steps do not solve cart-pole
     assert len(rows) == expected_rows
-    (pair,) = report["pairs"]
-    assert pair["smallest_p"] == pytest.approx(1 / 3)
-    # The exact two-sided permutation p over the C(4, 2) = 6 relabellings, by hand.
-    a, b = ([run["summary"]["eval_return_mean"] for run in v["runs"]] for v in report["variants"])
-    both = np.array(a + b)
-    observed = abs(np.mean(a) - np.mean(b))
-    splits = list(itertools.combinations(range(4), 2))
-    extreme = sum(
-        abs(both[list(i)].mean() - np.delete(both, list(i)).mean()) >= observed - 1e-12
-        for i in splits
-    )
-    assert pair["p"] == pytest.approx(extreme / len(splits))
-    expected = rf"\| pgpe vs cmaes \| {pair['difference']:+.4g} \| {pair['p']:.3g} \| "
-    assert re.search(expected.replace("+", r"\+") + r"[\d.]+ \| undecidable", md), md
+    assert [(p["a"], p["b"]) for p in report["pairs"]] == [
+        ("pgpe", "cmaes"), ("pgpe", "ppo"), ("pgpe", "rpg"),
+        ("cmaes", "ppo"), ("cmaes", "rpg"), ("ppo", "rpg"),
+    ]  # fmt: skip
+    finals = {
+        v["label"]: [r["summary"]["eval_return_mean"] for r in v["runs"]]
+        for v in report["variants"]
+    }
+    for pair in report["pairs"]:
+        assert pair["smallest_p"] == pytest.approx(1 / 3)
+        # The exact two-sided permutation p over the C(4, 2) = 6 relabellings, by hand.
+        a, b = finals[pair["a"]], finals[pair["b"]]
+        both = np.array(a + b)
+        observed = abs(np.mean(a) - np.mean(b))
+        extreme = sum(
+            abs(both[list(i)].mean() - np.delete(both, list(i)).mean()) >= observed - 1e-12
+            for i in itertools.combinations(range(4), 2)
+        )
+        assert pair["p"] == pytest.approx(extreme / 6)
+        assert pair["significant"] is False
+        expected = (
+            rf"\| {pair['a']} vs {pair['b']} \| {pair['difference']:+.4g} \| {pair['p']:.3g} \| "
+        )
+        assert re.search(expected.replace("+", r"\+") + r"[\d.]+ \| undecidable", md), md
 
     # compare.png: a real PNG of the plotted size (12 x 4.5 inches at 100 dpi).
     from PIL import Image
