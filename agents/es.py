@@ -186,6 +186,7 @@ class EvoTorchAgent(Agent):
         }
         if result.successes is not None:
             metrics["success_rate"] = float(result.successes.mean())
+        metrics.update(result.timings)  # time_env_s, time_policy_s (+ time_ray_s on Ray)
         if "stdev" in self.searcher.status:
             metrics["stdev_mean"] = float(torch.as_tensor(self.searcher.status["stdev"]).mean())
         return metrics
