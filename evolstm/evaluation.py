@@ -219,7 +219,8 @@ class PopulationEvaluator:
             x = self.core.encoder(obs)
             if not bool(torch.isfinite(x).all()):  # one cheap reduction on the normal path
                 bad = ~torch.isfinite(x).all(dim=1).numpy()
-                penalized = self._non_finite("observation", bad, alive, penalized, step, n_ep)
+                penalized = self._non_finite("observation", bad & alive, penalized, step, n_ep)
+                alive &= ~bad
                 x[torch.from_numpy(bad)] = 0.0  # finished/penalized slots: keep the batch finite
             if stats is not None:
                 stats.update(x[torch.from_numpy(alive)].numpy())
@@ -233,8 +234,10 @@ class PopulationEvaluator:
             policy_s += t1 - t0
             env_s += t2 - t1
             if not np.isfinite(reward).all():
-                bad = ~np.isfinite(reward)
-                penalized = self._non_finite("reward", bad, alive, penalized, step, n_ep)
+                bad = ~np.isfinite(reward) & alive
+                penalized = self._non_finite("reward", bad, penalized, step, n_ep)
+                reward = np.where(bad, 0.0, reward)
+                terminated = terminated | bad  # the step counts; the episode ends here
             np.add(returns, reward, out=returns, where=alive)  # no temporary, unlike np.where
             lengths += alive
             ended = alive & (terminated | truncated | (lengths >= self.max_steps))
@@ -261,32 +264,22 @@ class PopulationEvaluator:
         )
 
     def _non_finite(
-        self,
-        what: str,
-        bad: np.ndarray,
-        alive: np.ndarray,
-        penalized: np.ndarray | None,
-        step: int,
-        n_ep: int,
+        self, what: str, bad: np.ndarray, penalized: np.ndarray | None, step: int, n_ep: int
     ) -> np.ndarray | None:
-        """Slots with a non-finite ``what`` that still play: an :class:`EnvError`, or (under
-        ``on_nan: penalize``) their episodes end, marked penalized. Updates ``alive``."""
-        bad = bad & alive
+        """Live slots ``bad`` saw a non-finite ``what``: an :class:`EnvError`, or (under
+        ``on_nan: penalize``) the updated mask of penalized slots (the caller ends them)."""
         if not bad.any():
             return penalized
         if self.on_nan != "penalize":
-            slot = int(np.flatnonzero(bad)[0])
             raise EnvError(
                 self.env_factory.id,
                 f"non-finite {what} (set env.on_nan: penalize to score such episodes as the "
                 "worst instead)",
                 step,
-                slot,
+                int(np.flatnonzero(bad)[0]),
                 n_ep,
             )
-        penalized = bad.copy() if penalized is None else penalized | bad
-        alive &= ~bad
-        return penalized
+        return bad.copy() if penalized is None else penalized | bad
 
     def _guarded(self, env: gym.vector.VectorEnv, step: int, n_ep: int, call: Any) -> Any:
         """``call()`` (the vector env's reset or step), its exceptions as one :class:`EnvError`

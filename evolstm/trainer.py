@@ -439,13 +439,16 @@ def _loop(
         if last_payload is not None and last_payload["iteration"] > saved_iteration:
             path = save_checkpoint(run_dir, last_payload["iteration"], last_payload)
             note = f"checkpoint saved to {path}; continue with --resume {run_dir}"
-            if isinstance(err, EnvError):  # said in the error's own line
-                err.resume_note = f"; {note}"
-            else:
+            if not isinstance(err, EnvError):  # an EnvError says it in its own line
                 print(
                     f"{type(err).__name__} after iteration {last_payload['iteration']}: {note}",
                     file=sys.stderr,
                 )
+            saved_iteration = last_payload["iteration"]
+        if isinstance(err, EnvError) and saved_iteration > 0:
+            err.resume_note = (
+                f"; last checkpoint: iteration {saved_iteration}, continue with --resume {run_dir}"
+            )
         raise
 
 
