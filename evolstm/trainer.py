@@ -338,8 +338,10 @@ def _train_in(
     progress = RunProgress()
     closers: list[Any] = []
     try:
+        # The pg family collects on its own Ray actors (ctx.ray_address); no Ray evaluator.
+        pg = agent_cls.family == "pg"
         evaluator = _build_evaluator(
-            factory, spec, address, cfg.ray.num_workers, cfg.ray.shard_timeout_s
+            factory, spec, None if pg else address, cfg.ray.num_workers, cfg.ray.shard_timeout_s
         )
         closers.append(evaluator)
         held_out = PopulationEvaluator(factory, spec)
@@ -349,6 +351,8 @@ def _train_in(
             seed=cfg.seed,
             evaluator=evaluator,
             make_vector_env=factory.make_vector,
+            ray_address=address,
+            num_workers=cfg.ray.num_workers,
         )
         agent = agent_cls(options, ctx)
         closers.insert(0, agent)
