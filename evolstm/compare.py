@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from evolstm.checkpoint import atomic_write_text
 from evolstm.config import (
@@ -412,8 +411,19 @@ def run_comparison(
     else:
         _run_in_turn(planned, folder, ray_address, record, console, comparison.name)
     final = report()
-    write_outputs(folder, comparison, final)
-    final = json.loads((folder / COMPARE_REPORT).read_text())
+    from evolstm.compare_report import comparison_table, write_outputs
+    from evolstm.trainer import env_factory_for
+
+    first = next(iter(comparison.runs.values()))[0].cfg
+    write_outputs(
+        folder,
+        final,
+        name=comparison.name,
+        task=first.env.id,
+        threshold=env_factory_for(first).reward_threshold,
+        seeds=comparison.seeds,
+    )
+    _write_report(folder / COMPARE_REPORT, final)
     console.print(comparison_table(final))
     console.print(
         f"comparison folder {folder} (compare.md, compare.png, compare.csv)",
@@ -492,75 +502,3 @@ def _run_on_ray(planned, folder, ray_address, record, console, name) -> None:
     finally:
         if owns_ray and ray.is_initialized():
             ray.shutdown()
-
-
-def write_outputs(folder: Path, comparison: Comparison, report: dict[str, Any]) -> None:
-    """``compare.md``, ``compare.png``, ``compare.csv``, and the statistics into
-    ``compare.json``, from the finished runs' summaries and ``metrics.jsonl`` curves."""
-    from evolstm import compare_report as cr
-    from evolstm.loggers import METRICS_FILE
-    from evolstm.trainer import env_factory_for
-
-    first = next(iter(comparison.runs.values()))[0].cfg
-    threshold = env_factory_for(first).reward_threshold
-    results: dict[str, list[cr.RunResult]] = {}
-    agents: dict[str, str] = {}
-    for variant in report["variants"]:
-        label = variant["label"]
-        agents[label] = variant["agent"]
-        results[label] = [
-            cr.RunResult(
-                seed=run["seed"],
-                summary=run["summary"],
-                curve=cr.read_curve(Path(run["run_dir"]) / METRICS_FILE),
-            )
-            for run in variant["runs"]
-            if "summary" in run
-        ]
-        variant["statistics"] = cr.variant_statistics(results[label])
-    report["pairs"] = cr.pairwise_tests(results)
-    cr.write_csv(folder / cr.COMPARE_CSV, results, agents)
-    cr.write_plot(
-        folder / cr.COMPARE_PNG,
-        results,
-        title=f"{comparison.name} on {first.env.id}",
-        threshold=threshold,
-    )
-    text = cr.markdown(
-        comparison.name,
-        [{**v, "stats": v["statistics"]} for v in report["variants"]],
-        report["pairs"],
-        task=first.env.id,
-        threshold=threshold,
-        seeds=comparison.seeds,
-    )
-    atomic_write_text(folder / cr.COMPARE_MD, text)
-    _write_report(folder / COMPARE_REPORT, report)
-
-
-def _number(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def comparison_table(report: Mapping[str, Any]) -> Table:
-    """The ``compare.json`` report as a table: one row per variant, statistics over seeds."""
-    table = Table(title=f"comparison {report['name']}")
-    for column in ("variant", "agent", "seeds", "eval return", "env steps", "wall time"):
-        table.add_column(column, justify="left" if column in ("variant", "agent") else "right")
-    table.add_column("solved", justify="right")
-    for variant in report["variants"]:
-        ret = variant["eval_return_mean"]
-        eval_text = "-" if ret["mean"] is None else f"{ret['mean']:.4g} ± {ret['std']:.3g}"
-        failed = len(variant["runs"]) - variant["finished"]
-        seeds = ", ".join(str(s) for s in variant["seeds"])
-        solved = variant["solved"]
-        table.add_row(
-            variant["label"],
-            variant["agent"],
-            seeds + (f" ({failed} failed)" if failed else ""),
-            eval_text,
-            _number(variant["env_steps_mean"], ",.0f"),
-            "-" if variant["wall_time_mean"] is None else f"{variant['wall_time_mean']:.1f} s",
-            "-" if solved is None else f"{solved}/{variant['finished']}",
-        )
-    return table

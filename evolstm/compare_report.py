@@ -1,5 +1,5 @@
 """What a comparison decides with: statistics over seeds, learning curves, ``compare.md``,
-``compare.png`` and ``compare.csv``.
+``compare.png``, ``compare.csv`` and the console table.
 
 Input: per variant, its finished runs, each a :class:`RunResult` (the run's ``summary.json``
 and its evaluation curve from ``metrics.jsonl``). Statistics:
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
@@ -387,3 +388,75 @@ def markdown(
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    folder: Path,
+    report: dict[str, Any],
+    *,
+    name: str,
+    task: str,
+    threshold: float | None,
+    seeds: Sequence[int],
+) -> None:
+    """``compare.md``, ``compare.png`` and ``compare.csv`` in ``folder``, from the finished
+    runs of ``report`` (the ``compare.json`` data: their summaries and ``metrics.jsonl``
+    curves); adds each variant's ``statistics`` and the ``pairs`` to ``report``."""
+    from evolstm.checkpoint import atomic_write_text
+    from evolstm.loggers import METRICS_FILE
+
+    results: dict[str, list[RunResult]] = {}
+    agents: dict[str, str] = {}
+    for variant in report["variants"]:
+        label = variant["label"]
+        agents[label] = variant["agent"]
+        results[label] = [
+            RunResult(
+                seed=run["seed"],
+                summary=run["summary"],
+                curve=read_curve(Path(run["run_dir"]) / METRICS_FILE),
+            )
+            for run in variant["runs"]
+            if "summary" in run
+        ]
+        variant["statistics"] = variant_statistics(results[label])
+    report["pairs"] = pairwise_tests(results)
+    write_csv(folder / COMPARE_CSV, results, agents)
+    write_plot(folder / COMPARE_PNG, results, title=f"{name} on {task}", threshold=threshold)
+    text = markdown(
+        name,
+        [{**v, "stats": v["statistics"]} for v in report["variants"]],
+        report["pairs"],
+        task=task,
+        threshold=threshold,
+        seeds=seeds,
+    )
+    atomic_write_text(folder / COMPARE_MD, text)
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def comparison_table(report: Mapping[str, Any]) -> Table:
+    """The ``compare.json`` report as a table: one row per variant, statistics over seeds."""
+    table = Table(title=f"comparison {report['name']}")
+    for column in ("variant", "agent", "seeds", "eval return", "env steps", "wall time"):
+        table.add_column(column, justify="left" if column in ("variant", "agent") else "right")
+    table.add_column("solved", justify="right")
+    for variant in report["variants"]:
+        ret = variant["eval_return_mean"]
+        eval_text = "-" if ret["mean"] is None else f"{ret['mean']:.4g} ± {ret['std']:.3g}"
+        failed = len(variant["runs"]) - variant["finished"]
+        seeds = ", ".join(str(s) for s in variant["seeds"])
+        solved = variant["solved"]
+        table.add_row(
+            variant["label"],
+            variant["agent"],
+            seeds + (f" ({failed} failed)" if failed else ""),
+            eval_text,
+            _number(variant["env_steps_mean"], ",.0f"),
+            "-" if variant["wall_time_mean"] is None else f"{variant['wall_time_mean']:.1f} s",
+            "-" if solved is None else f"{solved}/{variant['finished']}",
+        )
+    return table
