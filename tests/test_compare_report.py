@@ -8,6 +8,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def test_small_comparison_files_read_back(small_comparison):
     workers = [run["worker"] for run in runs]
     assert len({w["pid"] for w in workers}) >= 2
     spans = sorted((w["started"], w["ended"]) for w in workers)
-    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    if (os.cpu_count() or 1) >= 2:  # Ray runs as many one-CPU tasks at once as it has CPUs
+        assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
     # compare.csv: exactly the evaluation lines of every run's metrics.jsonl.
     with (folder / "compare.csv").open() as handle:
@@ -124,7 +126,8 @@ def test_small_comparison_files_read_back(small_comparison):
             run_dir = Path(run["run_dir"])
             assert run_dir.parent == folder
             lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            assert lines[-1]["env_steps"] >= 4000 and lines[-2]["env_steps"] < 4000
+            assert lines[-1]["env_steps"] >= 4000
+            assert len(lines) == 1 or lines[-2]["env_steps"] < 4000
             evals = [x for x in lines if "eval_return_mean" in x]
             assert len(evals) == len(lines)  # eval.every=1
             mine = [
