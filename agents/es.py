@@ -12,7 +12,6 @@ same episode seeds; the seeds move on each generation. Fitness is maximised.
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -27,6 +26,7 @@ from evotorch.algorithms import XNES as EvoXNES
 from evotorch.algorithms import Cosyne as EvoCosyne
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
+from evolstm import safe_pickle
 from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 from evolstm.obs_norm import ObsNormalizer, RunningStats
@@ -112,6 +112,38 @@ class ESOptions(AgentOptions):
     obs_norm: bool = pydantic.Field(True, description="normalise observations (running stats)")
 
 
+# Every class an EvoTorch searcher's state refers to (found by pickling all six searchers
+# after a few generations): the allowlist of :func:`evolstm.safe_pickle.loads`, so a
+# checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
+SEARCHER_CLASSES = frozenset(
+    {
+        "agents.es.EvaluatorProblem",
+        "evolstm.evaluation.EvaluationResult",
+        "evolstm.obs_norm.RunningStats",
+        "evotorch.algorithms.cmaes.CMAES",
+        "evotorch.algorithms.distributed.gaussian.CEM",
+        "evotorch.algorithms.distributed.gaussian.PGPE",
+        "evotorch.algorithms.distributed.gaussian.SNES",
+        "evotorch.algorithms.distributed.gaussian.XNES",
+        "evotorch.algorithms.ga.Cosyne",
+        "evotorch.algorithms.searchalgorithm.LazyReporter._missing_status_producer",
+        "evotorch.algorithms.searchalgorithm.SinglePopulationAlgorithmMixin.ObjectiveStatusReporter",
+        "evotorch.core.Solution",
+        "evotorch.core.SolutionBatch",
+        "evotorch.distributions.ExpGaussian",
+        "evotorch.distributions.ExpSeparableGaussian",
+        "evotorch.distributions.SeparableGaussian",
+        "evotorch.distributions.SymmetricSeparableGaussian",
+        "evotorch.operators.real.CosynePermutation",
+        "evotorch.operators.real.GaussianMutation",
+        "evotorch.operators.real.OnePointCrossOver",
+        "evotorch.optimizers.Adam",
+        "evotorch.tools.hook.Hook",
+        "torch.optim.adam.Adam",
+    }
+)
+
+
 class EvoTorchAgent(Agent):
     """Drives one EvoTorch searcher; subclasses only build it."""
 
@@ -167,14 +199,21 @@ class EvoTorchAgent(Agent):
         return self.problem.obs_normalizer()
 
     def state_dict(self) -> dict[str, Any]:
+        # The evaluator (env handles, Ray actors) is not state; the rest goes through
+        # safe_pickle: tensors plus a pickle that names only SEARCHER_CLASSES.
+        evaluator, self.problem.evaluator = self.problem.evaluator, None
+        try:
+            searcher = safe_pickle.dumps(self.searcher)
+        finally:
+            self.problem.evaluator = evaluator
         return {
-            "searcher": pickle.dumps(self.searcher),
+            "searcher": searcher,
             "best_vector": self.best_vector.clone(),
             "best_fitness": self.best_fitness,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        searcher = pickle.loads(state["searcher"])
+        searcher = safe_pickle.loads(state["searcher"], SEARCHER_CLASSES)
         searcher.problem.evaluator = self.ctx.evaluator
         self.searcher = searcher
         self.problem = searcher.problem

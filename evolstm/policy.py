@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,13 @@ import torch
 from torch import nn
 
 from evolstm import cells
+from evolstm.errors import FileFormatError
 from evolstm.obs_norm import ObsNormalizer
+from evolstm.space_data import space_from_data, space_to_data
 from evolstm.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
+POLICY_FORMAT = "evolstm.policy/2"
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,24 @@ class PolicySpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A picklable description (spaces are gymnasium objects, which pickle)."""
-        return asdict(self)
+        """Plain data (spaces described by :func:`evolstm.space_data.space_to_data`): what a
+        policy file stores and ``torch.load(weights_only=True)`` reads back."""
+        data = asdict(self)
+        data["observation_space"] = space_to_data(self.observation_space)
+        data["action_space"] = space_to_data(self.action_space)
+        return data
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PolicySpec:
-        return cls(**d)
+        """The spec :meth:`to_dict` described (:class:`ValueError` when malformed)."""
+        data = dict(d)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown policy spec keys {sorted(unknown)}")
+        for key in ("observation_space", "action_space"):
+            if key in data and not isinstance(data[key], gym.Space):
+                data[key] = space_from_data(data[key])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -300,6 +315,7 @@ class RecurrentPolicy(nn.Module):
         super().__init__()
         self.obs_norm = obs_norm
         self.spec = spec
+        self.metadata: dict[str, Any] = {}  # plain data saved with the policy (see save)
         self.core = RecurrentCore(spec)
         if vector is None:
             vector = init_vector(spec, torch.Generator().manual_seed(seed))
@@ -361,32 +377,52 @@ class RecurrentPolicy(nn.Module):
         with torch.no_grad():
             self.vector.copy_(vector)
 
-    def save(self, path: str | Path) -> None:
-        """Save the spec and the weights, so :meth:`load` rebuilds the policy without the agent."""
+    def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """Save the spec and the weights, so :meth:`load` rebuilds the policy without the agent.
+
+        The file holds only tensors and plain data (it loads with ``weights_only=True``).
+        :param metadata: plain data kept beside the weights (the trainer stores the run's
+            ``env`` section and seed there, for ``evolstm eval`` of the bare file).
+        """
         torch.save(
             {
-                "format": "evolstm.policy/1",
+                "format": POLICY_FORMAT,
                 "spec": self.spec.to_dict(),
                 "vector": self.to_vector(),
                 "log_std": None if self.log_std is None else self.log_std.detach().clone(),
                 "obs_norm": None if self.obs_norm is None else self.obs_norm.state_dict(),
+                "metadata": dict(metadata or {}),
             },
             path,
         )
 
     @classmethod
     def load(cls, path: str | Path) -> RecurrentPolicy:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != "evolstm.policy/1":
-            raise ValueError(f"{path} is not an evolstm policy file")
-        policy = cls(
-            PolicySpec.from_dict(blob["spec"]),
-            blob["vector"],
-            obs_norm=ObsNormalizer.from_state_dict(blob.get("obs_norm")),
-        )
-        if policy.log_std is not None:
-            with torch.no_grad():
-                policy.log_std.copy_(blob["log_std"])
+        """Load a policy file without running anything from it (``weights_only=True``).
+
+        :raises FileFormatError: a crafted, corrupted or foreign file (one line naming it).
+        """
+        from evolstm.checkpoint import load_data_file
+
+        blob = load_data_file(path, "policy")
+        if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
+            raise FileFormatError(f"{path}: not an evolstm policy file ({POLICY_FORMAT})")
+        try:
+            policy = cls(
+                PolicySpec.from_dict(blob["spec"]),
+                blob["vector"],
+                obs_norm=ObsNormalizer.from_state_dict(blob.get("obs_norm")),
+            )
+            if policy.vector.shape != (policy.layout.size,):
+                raise ValueError(
+                    f"vector of shape {tuple(policy.vector.shape)} for D = {policy.layout.size}"
+                )
+            if policy.log_std is not None:
+                with torch.no_grad():
+                    policy.log_std.copy_(blob["log_std"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise FileFormatError(f"{path}: malformed policy file ({err})") from None
+        policy.metadata = dict(blob.get("metadata") or {})
         return policy
 
 
