@@ -41,12 +41,17 @@ class AgentContext:
     :param evaluator: evaluates a population ``[P, D]`` of flat parameter vectors
         (local or Ray-backed; es family).
     :param make_vector_env: builds a vector env of ``n`` slots for the task (pg family).
+    :param ray_address: where rollouts run (``None``: in-process; else as ``ray.address``;
+        pg family, whose collectors are not an :class:`Evaluator`).
+    :param num_workers: Ray rollout actors (``ray.num_workers``; pg family).
     """
 
     policy_spec: PolicySpec
     seed: int
     evaluator: Evaluator
     make_vector_env: Callable[[int], gym.vector.VectorEnv]
+    ray_address: str | None = None
+    num_workers: int = 0
 
 
 class Agent(ABC):

@@ -280,6 +280,18 @@ class RecurrentCore:
 
         ``episode_start [P, B]`` (bool) zeroes the state of slots whose episode begins now.
         """
+        y, state = self.features(params, x, state, episode_start)
+        return self.readout(params, y), state
+
+    def features(
+        self,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        state: State,
+        episode_start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """The recurrent part of :meth:`forward`: the top layer's flattened output
+        ``[P, B, F]`` and the new state (policy gradients put a value head on it)."""
         if not self.spec.memory:
             state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
         elif episode_start is not None:
@@ -290,11 +302,15 @@ class RecurrentCore:
         y, state = cells.stack_step(self.spec.cell, layers, x, state)
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
+        return y, state
+
+    def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
         w, b = params["readout.W"], params["readout.b"]
         # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
         # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
         out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
-        return out + b.unsqueeze(-2), state
+        return out + b.unsqueeze(-2)
 
 
 class RecurrentPolicy(nn.Module):

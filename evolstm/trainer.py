@@ -263,7 +263,9 @@ def train(
     progress = RunProgress()
     closers: list[Any] = []
     try:
-        evaluator = _build_evaluator(factory, spec, address, cfg.ray.num_workers)
+        # The pg family collects on its own Ray actors (ctx.ray_address); no Ray evaluator.
+        pg = agent_cls.family == "pg"
+        evaluator = _build_evaluator(factory, spec, None if pg else address, cfg.ray.num_workers)
         closers.append(evaluator)
         held_out = PopulationEvaluator(factory, spec)
         closers.append(held_out)
@@ -272,6 +274,8 @@ def train(
             seed=cfg.seed,
             evaluator=evaluator,
             make_vector_env=factory.make_vector,
+            ray_address=address,
+            num_workers=cfg.ray.num_workers,
         )
         agent = agent_cls(options, ctx)
         closers.insert(0, agent)
