@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from evolstm.config import apply_overrides, load_config
+from evolstm.config import load_config
 from evolstm.trainer import train
 
 BUDGET = 16_384
@@ -36,8 +36,6 @@ def test_feed_forward_policy_stays_well_below_the_lstm_on_cartpole_without_veloc
 ) -> None:
     lstm = _eval(tmp_path, "seed=1")
     feed_forward = _eval(tmp_path, "seed=1", "policy.memory=false")
+    print(f"held-out return after {BUDGET} steps: lstm {lstm}, feed-forward {feed_forward}")
     assert lstm >= 150, lstm
     assert feed_forward <= 0.5 * lstm, (feed_forward, lstm)
-
-
-_ = apply_overrides
