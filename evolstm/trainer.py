@@ -51,6 +51,7 @@ from evolstm.loggers import (
 )
 from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
+from evolstm.success import task_success
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -122,13 +123,24 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
     return spec
 
 
-def task_solved(factory: EnvFactory, evaluation: dict[str, float]) -> bool | None:
-    """Whether an evaluation meets the task's success test (``None``: the task has none).
-
-    The registered ``reward_threshold`` on the mean evaluation return.
+def task_solved(
+    factory: EnvFactory,
+    spec: PolicySpec,
+    vector: torch.Tensor,
+    obs_norm: ObsNormalizer | None,
+    evaluation: dict[str, float],
+) -> tuple[bool | None, dict[str, Any]]:
+    """The trainer's ``solved`` for the policy ``vector [D]`` and its held-out
+    ``evaluation``: the task's own success test when it defines one
+    (:func:`evolstm.success.task_success`; its other numbers are returned too), else the
+    registered ``reward_threshold`` on the mean evaluation return; ``None`` without either.
     """
+    success = task_success(factory, spec, vector, obs_norm) or {}
+    solved = success.pop("solved", None)
     threshold = factory.reward_threshold
-    return None if threshold is None else evaluation["eval_return_mean"] >= threshold
+    if solved is None and threshold is not None:
+        solved = evaluation["eval_return_mean"] >= threshold
+    return solved, success
 
 
 def where_it_runs(address: str | None, workers: int) -> str:
@@ -399,7 +411,7 @@ def _train_in(
             start_note = f"resumed at iteration {progress.iteration}" if checkpoint else "started"
             console.note(f"run folder {run_dir} ({start_note})")
             console.note(where_it_runs(address, getattr(evaluator, "num_workers", 0)))
-        _loop(cfg, agent, held_out, loggers, progress, run_dir, factory)
+        _loop(cfg, agent, held_out, loggers, progress, run_dir, factory, spec)
         summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
         loggers.record_summary(summary, run_dir / POLICY_FILE)
         if console is not None:
@@ -419,6 +431,7 @@ def _loop(
     progress: RunProgress,
     run_dir: Path,
     factory: EnvFactory,
+    spec: PolicySpec,
 ) -> None:
     """Step the agent until the budget is spent (or, with ``budget.stop_when_solved``, until
     an evaluation meets the task's success test); checkpoint periodically and on any error."""
@@ -454,7 +467,9 @@ def _loop(
                     held_out, agent.policy_vector(), seeds, agent.obs_normalizer()
                 )
                 record.update(evaluation)
-                solved_now = task_solved(factory, evaluation)
+                solved_now, _ = task_solved(
+                    factory, spec, agent.policy_vector(), agent.obs_normalizer(), evaluation
+                )
                 if solved_now is not None:
                     record["eval_solved"] = solved_now
                 solved = bool(solved_now)
@@ -511,11 +526,14 @@ def _finish(
         evaluation = evaluate_vector(
             held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes), agent.obs_normalizer()
         )
+    # The task's own success test when it defines one, else its registered reward_threshold.
+    solved, success = task_solved(factory, spec, vector, agent.obs_normalizer(), evaluation)
     summary = {
         **evaluation,
+        **success,
         "env_steps": progress.env_steps,
         "wall_time": progress.wall_time,
-        "solved": task_solved(factory, evaluation),
+        "solved": solved,
         "iterations": progress.iteration,
         "run_dir": str(run_dir),
     }
