@@ -312,8 +312,13 @@ def markdown(
     lines = [
         f"# Comparison `{name}`",
         "",
-        f"Task `{task}`; seeds {', '.join(map(str, seeds))}; success threshold "
-        + (f"{threshold:g} (mean evaluation return)." if threshold is not None else "none.")
+        f"Task `{task}`; seeds {', '.join(map(str, seeds))}. Solved: the task's own success "
+        "test when it defines one, else "
+        + (
+            f"a mean evaluation return >= {threshold:g} (its registered threshold)."
+            if threshold is not None
+            else "never (no registered threshold)."
+        )
         + " Curves: [compare.png](compare.png), [compare.csv](compare.csv).",
         "",
         "| variant | agent | seeds | final eval return: mean [95% CI] | solved | "
