@@ -215,17 +215,27 @@ class RayEvaluator:
         self.replacements = 0  # actors replaced so far (dead or hung)
         self._args = (env_factory, spec.to_dict())
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
-        self.workers = [self._new_worker() for _ in range(num_workers)]
+        self.workers = [self._actor_cls.remote(*self._args) for _ in range(num_workers)]
+        self._wait_ready(self.workers)
 
-    def _new_worker(self) -> Any:
-        return self._actor_cls.remote(*self._args)
+    def _wait_ready(self, workers: list[Any]) -> None:
+        """Block until ``workers`` have started (imports, env factory), so that a shard's
+        timeout measures its evaluation, not a worker's start-up."""
+        import ray
+
+        ray.get([w.__ray_ready__.remote() for w in workers], timeout=self.shard_timeout_s)
 
     def _replace(self, i: int) -> None:
         import ray
 
         ray.kill(self.workers[i], no_restart=True)
-        self.workers[i] = self._new_worker()
+        self.workers[i] = self._actor_cls.remote(*self._args)
         self.replacements += 1
+        from ray.exceptions import GetTimeoutError
+
+        # A replacement that does not even start counts against the shard's retries.
+        with contextlib.suppress(GetTimeoutError):
+            self._wait_ready([self.workers[i]])
 
     def evaluate(
         self,
