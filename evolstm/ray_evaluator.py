@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAX_SHARD_RETRIES = 3
 DEFAULT_SHARD_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 300.0  # for an actor to start (imports, env); a loaded machine is slow
 # The HTTP/2 client preface and an empty SETTINGS frame (RFC 7540, 3.5 and 6.5).
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -223,7 +224,7 @@ class RayEvaluator:
         timeout measures its evaluation, not a worker's start-up."""
         import ray
 
-        ray.get([w.__ray_ready__.remote() for w in workers], timeout=self.shard_timeout_s)
+        ray.get([w.__ray_ready__.remote() for w in workers], timeout=START_TIMEOUT_S)
 
     def _replace(self, i: int) -> None:
         import ray
