@@ -11,96 +11,29 @@ same episode seeds; the seeds move on each generation. Fitness is maximised.
 
 from __future__ import annotations
 
-import logging
 import pickle
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pydantic
 import torch
-from evotorch import Problem, SolutionBatch
-from evotorch.algorithms import CEM as EvoCEM
-from evotorch.algorithms import CMAES as EvoCMAES
-from evotorch.algorithms import PGPE as EvoPGPE
-from evotorch.algorithms import SNES as EvoSNES
-from evotorch.algorithms import XNES as EvoXNES
-from evotorch.algorithms import Cosyne as EvoCosyne
-from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
-from evolstm.obs_norm import ObsNormalizer, RunningStats
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import init_vector
 
-# EvoTorch logs every Problem's dtype/device at INFO; the trainer reports what matters.
-logging.getLogger("evotorch").setLevel(logging.WARNING)
+if TYPE_CHECKING:  # EvoTorch is imported only when an EvoTorch agent is built
+    from evotorch import Problem
+    from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 
-class EvaluatorProblem(Problem):
-    """An EvoTorch problem whose fitness is the mean return of ``episodes`` episodes.
+def __getattr__(name: str) -> Any:
+    # ``agents.es.EvaluatorProblem`` still resolves (lazily) for code that imported it here.
+    if name == "EvaluatorProblem":
+        from agents._evotorch import EvaluatorProblem
 
-    :param evaluator: evaluates ``[P, D]`` batches (local or Ray).
-    :param dim: D, the flat parameter count.
-    :param run_seed: root of the episode-seed stream and of EvoTorch's sampling generator.
-    :param episodes: episodes per member per generation (E).
-    :param obs_norm: normalise observations with running statistics gathered while
-        evaluating (frozen within a generation).
-    """
-
-    def __init__(
-        self,
-        evaluator: Evaluator,
-        dim: int,
-        *,
-        run_seed: int,
-        episodes: int,
-        init_radius: float,
-        obs_norm: bool,
-    ) -> None:
-        super().__init__(
-            objective_sense="max",
-            solution_length=dim,
-            initial_bounds=(-init_radius, init_radius),
-            dtype=torch.float32,
-            seed=run_seed,
-        )
-        self.evaluator: Evaluator | None = evaluator
-        self.run_seed = run_seed
-        self.episodes = episodes
-        self.generation = 0
-        self.last_result: EvaluationResult | None = None
-        self.last_values: torch.Tensor | None = None
-        self.obs_stats: RunningStats | None = RunningStats() if obs_norm else None
-
-    def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        if self.evaluator is None:
-            raise RuntimeError("EvaluatorProblem has no evaluator attached (restored state?)")
-        seeds = episode_seeds(self.run_seed, TRAIN_STREAM, self.generation, self.episodes)
-        normalizer = self.obs_normalizer()
-        result = self.evaluator.evaluate(
-            batch.values.detach(),
-            seeds,
-            obs_norm=normalizer,
-            collect_stats=self.obs_stats is not None,
-        )
-        if self.obs_stats is not None and result.obs_stats is not None:
-            self.obs_stats.merge(result.obs_stats)
-        batch.set_evals(torch.as_tensor(result.mean_returns, dtype=torch.float32))
-        self.last_result = result
-        self.last_values = batch.values.detach().clone()
-        self.generation += 1
-
-    def obs_normalizer(self) -> ObsNormalizer | None:
-        """The normaliser of the statistics gathered so far (``None`` when disabled)."""
-        return None if self.obs_stats is None else self.obs_stats.normalizer()
-
-    def _get_cloned_state(self, *, memo: dict) -> dict:
-        # The evaluator (env handles, Ray actors) is not part of the algorithm's state.
-        evaluator, self.evaluator = self.evaluator, None
-        try:
-            return super()._get_cloned_state(memo=memo)
-        finally:
-            self.evaluator = evaluator
+        return EvaluatorProblem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ESOptions(AgentOptions):
@@ -120,6 +53,8 @@ class EvoTorchAgent(Agent):
 
     def __init__(self, options: ESOptions, ctx: AgentContext) -> None:
         super().__init__(options, ctx)
+        from agents._evotorch import EvaluatorProblem
+
         center = init_vector(ctx.policy_spec, torch.Generator().manual_seed(ctx.seed))
         self.problem = EvaluatorProblem(
             ctx.evaluator,
@@ -185,18 +120,34 @@ class EvoTorchAgent(Agent):
 class PGPEOptions(ESOptions):
     center_lr: float = pydantic.Field(0.1, gt=0, description="centre learning rate")
     stdev_lr: float = pydantic.Field(0.1, gt=0, description="stdev learning rate")
-    optimizer: Literal["adam", "clipup", "sgd"] = "adam"
-    stdev_max_change: float = pydantic.Field(0.2, gt=0)
-    ranking: Literal["centered", "linear", "nes", "raw"] = "centered"
-    symmetric: bool = True
+    optimizer: Literal["adam", "clipup", "sgd"] = pydantic.Field(
+        "adam", description="optimiser applied to the centre's gradient estimate"
+    )
+    stdev_max_change: float = pydantic.Field(
+        0.2, gt=0, description="largest relative change of the stdev in one generation"
+    )
+    ranking: Literal["centered", "linear", "nes", "raw"] = pydantic.Field(
+        "centered", description="fitness shaping before the gradient estimate"
+    )
+    symmetric: bool = pydantic.Field(
+        True, description="antithetic pairs (centre ± noise); popsize must then be even"
+    )
 
 
 class PGPE(EvoTorchAgent):
-    """Policy gradients with parameter-based exploration (EvoTorch ``PGPE``)."""
+    """Policy gradients with parameter-based exploration (EvoTorch ``PGPE``).
+
+    A Gaussian search distribution (centre and per-parameter stdev) over the flat policy
+    vector; each generation samples ``popsize`` members (antithetic pairs when
+    ``symmetric``), and the fitness-shaped returns move the centre (through ``optimizer``)
+    and the stdev. The saved policy is the distribution's centre.
+    """
 
     Options = PGPEOptions
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        from evotorch.algorithms import PGPE as EvoPGPE
+
         o: PGPEOptions = self.options  # type: ignore[assignment]
         return EvoPGPE(
             problem,
@@ -213,16 +164,27 @@ class PGPE(EvoTorchAgent):
 
 
 class CMAESOptions(ESOptions):
-    separable: bool = False
-    active: bool = True
+    separable: bool = pydantic.Field(
+        False, description="diagonal covariance only (sep-CMA-ES; cheaper for large D)"
+    )
+    active: bool = pydantic.Field(
+        True, description="active CMA: the worst members also update the covariance"
+    )
 
 
 class CMAES(EvoTorchAgent):
-    """Covariance matrix adaptation evolution strategy (EvoTorch ``CMAES``)."""
+    """Covariance matrix adaptation evolution strategy (EvoTorch ``CMAES``).
+
+    A Gaussian with a full (or, ``separable``, diagonal) covariance adapted from the ranked
+    members of each generation of ``popsize``; ``stdev_init`` is the initial step size.
+    The saved policy is the distribution's centre.
+    """
 
     Options = CMAESOptions
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        from evotorch.algorithms import CMAES as EvoCMAES
+
         o: CMAESOptions = self.options  # type: ignore[assignment]
         return EvoCMAES(
             problem,
@@ -235,19 +197,30 @@ class CMAES(EvoTorchAgent):
 
 
 class NESOptions(ESOptions):
-    center_lr: float | None = pydantic.Field(None, gt=0, description="None: the NES default")
-    stdev_lr: float | None = pydantic.Field(None, gt=0, description="None: the NES default")
+    center_lr: float | None = pydantic.Field(
+        None, gt=0, description="centre learning rate (None: the NES default)"
+    )
+    stdev_lr: float | None = pydantic.Field(
+        None, gt=0, description="stdev learning rate (None: the NES default)"
+    )
 
 
 class SNES(EvoTorchAgent):
-    """Separable natural evolution strategy (EvoTorch ``SNES``)."""
+    """Separable natural evolution strategy (EvoTorch ``SNES``).
+
+    A Gaussian with a diagonal covariance, updated along the natural gradient of the
+    expected fitness from ``popsize`` members per generation. The saved policy is the
+    distribution's centre.
+    """
 
     Options = NESOptions
-    searcher_class: ClassVar[type[SearchAlgorithm]] = EvoSNES
+    searcher_name: ClassVar[str] = "SNES"  # the class in evotorch.algorithms
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        import evotorch.algorithms
+
         o: NESOptions = self.options  # type: ignore[assignment]
-        return self.searcher_class(
+        return getattr(evotorch.algorithms, self.searcher_name)(
             problem,
             stdev_init=o.stdev_init,
             popsize=o.popsize,
@@ -259,22 +232,35 @@ class SNES(EvoTorchAgent):
 
 class XNES(SNES):
     """Exponential natural evolution strategy (EvoTorch ``XNES``): SNES's options, with a
-    full covariance matrix."""
+    full covariance matrix.
 
-    searcher_class = EvoXNES
+    The saved policy is the distribution's centre.
+    """
+
+    searcher_name = "XNES"
 
 
 class CEMOptions(ESOptions):
-    parenthood_ratio: float = pydantic.Field(0.5, gt=0, lt=1)
-    stdev_max_change: float | None = pydantic.Field(None, gt=0)
+    parenthood_ratio: float = pydantic.Field(
+        0.5, gt=0, lt=1, description="fraction of the best members the new Gaussian is fit to"
+    )
+    stdev_max_change: float | None = pydantic.Field(
+        None, gt=0, description="largest relative stdev change per generation (None: no limit)"
+    )
 
 
 class CEM(EvoTorchAgent):
-    """Cross-entropy method (EvoTorch ``CEM``)."""
+    """Cross-entropy method (EvoTorch ``CEM``).
+
+    Each generation samples ``popsize`` members from a diagonal Gaussian and refits it to
+    the best ``parenthood_ratio`` of them. The saved policy is the distribution's centre.
+    """
 
     Options = CEMOptions
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        from evotorch.algorithms import CEM as EvoCEM
+
         o: CEMOptions = self.options  # type: ignore[assignment]
         return EvoCEM(
             problem,
@@ -287,10 +273,18 @@ class CEM(EvoTorchAgent):
 
 
 class CoSyNEOptions(ESOptions):
-    tournament_size: int = pydantic.Field(4, ge=2)
-    mutation_probability: float | None = pydantic.Field(0.3, gt=0, le=1)
-    elitism_ratio: float | None = pydantic.Field(0.1, ge=0, lt=1)
-    permute_all: bool = False
+    tournament_size: int = pydantic.Field(
+        4, ge=2, description="members per tournament when choosing parents"
+    )
+    mutation_probability: float | None = pydantic.Field(
+        0.3, gt=0, le=1, description="chance that one weight of a child mutates (None: all)"
+    )
+    elitism_ratio: float | None = pydantic.Field(
+        0.1, ge=0, lt=1, description="fraction of the best members kept unchanged"
+    )
+    permute_all: bool = pydantic.Field(
+        False, description="permute every weight column (not only the lower-ranked rows)"
+    )
 
 
 class CoSyNE(EvoTorchAgent):
@@ -301,6 +295,8 @@ class CoSyNE(EvoTorchAgent):
     Options = CoSyNEOptions
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
+        from evotorch.algorithms import Cosyne as EvoCosyne
+
         o: CoSyNEOptions = self.options  # type: ignore[assignment]
         return EvoCosyne(
             problem,
