@@ -53,6 +53,8 @@ class EvaluatorProblem(Problem):
         self.generation = 0
         self.last_result: EvaluationResult | None = None
         self.last_values: torch.Tensor | None = None
+        self.env_steps_taken = 0
+        self.members_evaluated = 0
         self.obs_stats: RunningStats | None = RunningStats() if obs_norm else None
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
@@ -75,6 +77,16 @@ class EvaluatorProblem(Problem):
         self.last_result = result
         self.last_values = values
         self.generation += 1
+        # Every evaluation counts, not only the last of a step: EvoTorch's Cosyne evaluates
+        # its initial population and then its first offspring within one step().
+        self.env_steps_taken += result.env_steps
+        self.members_evaluated += len(values)
+
+    def take_counts(self) -> tuple[int, int]:
+        """Env steps and members evaluated since the last call, and reset both."""
+        counts = (self.env_steps_taken, self.members_evaluated)
+        self.env_steps_taken = self.members_evaluated = 0
+        return counts
 
     def obs_normalizer(self) -> ObsNormalizer | None:
         """The normaliser of the statistics gathered so far (``None`` when disabled)."""

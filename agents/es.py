@@ -75,23 +75,31 @@ class EvoTorchAgent(Agent):
         self.searcher.step()
         result, values = self.problem.last_result, self.problem.last_values
         assert result is not None and values is not None
+        env_steps, members = self.problem.take_counts()
         fitness = result.mean_returns
-        best = int(np.argmax(fitness))
-        if fitness[best] > self.best_fitness:
-            self.best_fitness = float(fitness[best])
-            self.best_vector = values[best].clone()
         metrics = {
-            "env_steps": float(result.env_steps),
+            "env_steps": float(env_steps),
+            "members_evaluated": float(members),
             "return_mean": float(fitness.mean()),
             "return_max": float(fitness.max()),
             "return_min": float(fitness.min()),
-            "best_fitness_ever": self.best_fitness,
         }
+        for key, value in self.update_best(values, fitness).items():
+            metrics[key] = metrics.get(key, 0.0) + value  # selection env steps add up
         if result.successes is not None:
             metrics["success_rate"] = float(result.successes.mean())
         if "stdev" in self.searcher.status:
             metrics["stdev_mean"] = float(torch.as_tensor(self.searcher.status["stdev"]).mean())
         return metrics
+
+    def update_best(self, values: torch.Tensor, fitness: np.ndarray) -> dict[str, float]:
+        """Track the best member by training fitness (``values [P, D]``, ``fitness [P]``);
+        returns metrics (``env_steps`` among them add to the step's)."""
+        best = int(np.argmax(fitness))
+        if fitness[best] > self.best_fitness:
+            self.best_fitness = float(fitness[best])
+            self.best_vector = values[best].clone()
+        return {"best_fitness_ever": self.best_fitness}
 
     def policy_vector(self) -> torch.Tensor:
         if "center" in self.searcher.status:
@@ -273,6 +281,15 @@ class CEM(EvoTorchAgent):
 
 
 class CoSyNEOptions(ESOptions):
+    popsize: int = pydantic.Field(
+        64,
+        ge=4,
+        description=(
+            "members kept from one generation to the next (P); each generation evaluates "
+            "int(P * elitism_ratio) elites again + 2 * (P // 4) children + P permuted members "
+            "(the first also its P initial members): popsize 8 evaluates 12 a generation"
+        ),
+    )
     tournament_size: int = pydantic.Field(
         4, ge=2, description="members per tournament when choosing parents"
     )
@@ -285,12 +302,44 @@ class CoSyNEOptions(ESOptions):
     permute_all: bool = pydantic.Field(
         False, description="permute every weight column (not only the lower-ranked rows)"
     )
+    select_top: int = pydantic.Field(
+        3,
+        ge=0,
+        description=(
+            "candidates of each generation (best training fitness first) that challenge the "
+            "saved policy on select_episodes fresh episodes (0: save the best single "
+            "training fitness, which favours lucky episodes)"
+        ),
+    )
+    select_episodes: int = pydantic.Field(
+        8, ge=1, description="fresh training-stream episodes of each selection round"
+    )
+
+
+# Episode seeds of CoSyNE's selection rounds: a stream of their own, apart from the
+# generations' (evolstm.evaluation.TRAIN_STREAM) and the trainer's held-out evaluation.
+SELECT_STREAM = 2
 
 
 class CoSyNE(EvoTorchAgent):
     """Cooperative synapse neuroevolution (EvoTorch ``Cosyne``): per-weight subpopulations
     permuted across members. ``stdev_init`` is the Gaussian mutation stdev. The first
-    population is drawn uniformly within the initial weights' range."""
+    population is drawn uniformly within the initial weights' range.
+
+    ``popsize`` is the number of members that survive each generation; the number evaluated
+    differs (see the option). Every evaluation's env steps are counted, the first
+    generation's two included. ``members_evaluated`` reports how many were evaluated.
+
+    CoSyNE has no distribution centre, so the saved policy must be one member. The best
+    single training fitness is a poor choice: it rewards a member that met easy episodes
+    (measured: training fitness 500, held-out 293). Instead, each generation holds a
+    selection round: the ``select_top`` best members of the generation (by training fitness)
+    and the current champion play the same ``select_episodes`` fresh episodes, drawn from a
+    stream of their own (never the trainer's held-out seeds), and the best mean return there
+    becomes (or stays) the champion, ties keeping the champion. A lucky champion is thus
+    re-tested every generation and loses to a member that is better on new episodes. These
+    episodes count in ``env_steps``; ``champion_score`` reports the winner's mean return.
+    """
 
     Options = CoSyNEOptions
 
@@ -307,3 +356,24 @@ class CoSyNE(EvoTorchAgent):
             elitism_ratio=o.elitism_ratio,
             permute_all=o.permute_all,
         )
+
+    def update_best(self, values: torch.Tensor, fitness: np.ndarray) -> dict[str, float]:
+        o: CoSyNEOptions = self.options  # type: ignore[assignment]
+        if o.select_top == 0:
+            return super().update_best(values, fitness)
+        from evolstm.evaluation import episode_seeds
+
+        top = np.argsort(-fitness, kind="stable")[: o.select_top]
+        candidates = [values[int(i)] for i in top]
+        if np.isfinite(self.best_fitness):  # a champion exists: it defends its place first
+            candidates.insert(0, self.best_vector)
+        generation = self.problem.generation  # moves on every generation: fresh episodes
+        seeds = episode_seeds(self.ctx.seed, SELECT_STREAM, generation, o.select_episodes)
+        result = self.ctx.evaluator.evaluate(
+            torch.stack(candidates), seeds, obs_norm=self.obs_normalizer()
+        )
+        scores = result.mean_returns
+        winner = int(np.argmax(scores))  # the first of equal scores: the champion
+        self.best_vector = candidates[winner].clone()
+        self.best_fitness = float(scores[winner])
+        return {"env_steps": float(result.env_steps), "champion_score": self.best_fitness}

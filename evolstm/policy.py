@@ -265,21 +265,47 @@ class RecurrentCore:
 
         ``episode_start [P, B]`` (bool) zeroes the state of slots whose episode begins now.
         """
-        if not self.spec.memory:
-            state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
-        elif episode_start is not None:
+        if self.spec.memory and episode_start is not None:
             state = cells.reset_state(state, episode_start)
+        return self.step_prepared(self.prepare(params), x, state)
+
+    def prepare(self, params: Mapping[str, torch.Tensor]) -> PreparedParams:
+        """Group named blocks the way :meth:`step_prepared` reads them (once per population,
+        not once per step)."""
         layers = [
             {pname: params[full] for pname, full in names} for names in self._layer_param_names
         ]
-        y, state = cells.stack_step(self.spec.cell, layers, x, state)
+        w, b = params["readout.W"], params["readout.b"]
+        return PreparedParams(layers, w, b.unsqueeze(-2))
+
+    def step_prepared(
+        self, prepared: PreparedParams, x: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """:meth:`forward` without the state masks, on :meth:`prepare`'s grouping."""
+        if not self.spec.memory:
+            state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
+        y, state = cells.stack_step(self.spec.cell, prepared.layers, x, state)
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
-        w, b = params["readout.W"], params["readout.b"]
+        w = prepared.readout_w
         # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
         # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
         out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
-        return out + b.unsqueeze(-2), state
+        return out + prepared.readout_b, state
+
+
+@dataclass(frozen=True)
+class PreparedParams:
+    """One policy's (or population's) parameters grouped for stepping.
+
+    :param layers: per layer, the cell's named tensors (:func:`evolstm.cells.param_shapes`).
+    :param readout_w: ``[(P,) F, A]``.
+    :param readout_b: ``[(P,) 1, A]`` (broadcasts over the batch).
+    """
+
+    layers: list[dict[str, torch.Tensor]]
+    readout_w: torch.Tensor
+    readout_b: torch.Tensor
 
 
 class RecurrentPolicy(nn.Module):
@@ -409,6 +435,7 @@ class PopulationPolicy:
         self.core = core
         self.size = vectors.shape[0]
         self.params = {k: v.contiguous() for k, v in unflatten(core.layout, vectors).items()}
+        self._prepared = core.prepare(self.params)
 
     def init_state(self, episodes: int) -> State:
         """Zero state ``[P, B, H]`` per layer for ``B = episodes`` envs per member."""
@@ -425,10 +452,11 @@ class PopulationPolicy:
         Runs under ``torch.inference_mode`` (cheaper per op than ``no_grad``): the returned
         state is an inference tensor, to be fed back here, never into an autograd graph.
         """
-        x = self.core.shape_input(x, (self.size, episodes), self.obs_norm)
-        out, state = self.core.forward(self.params, x, state)
-        actions = self.core.head.deterministic(out)
-        return self.core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
+        core = self.core
+        x = core.shape_input(x, (self.size, episodes), self.obs_norm)
+        out, state = core.step_prepared(self._prepared, x, state)
+        actions = core.head.deterministic(out)
+        return core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
 
 
 def _batch_len(obs: Any) -> int:

@@ -52,6 +52,12 @@ SUMMARY_FILE = "summary.json"
 POLICY_FILE = "policy.pt"
 # The trainer's own counters; an agent's metrics of these names are replaced by them.
 RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_s"})
+# The in-memory snapshot of the last completed iteration (what an interrupt saves) is taken
+# after every iteration while snapshots cost at most this share of the loop's time, else only
+# as often as that share allows (and at every checkpoint): copying a large agent state each
+# iteration must not slow training down. Results are unaffected; a crash may then resume
+# from a few iterations back.
+SNAPSHOT_SHARE = 0.02
 # Sections that may change when a run is resumed; the others must match the run's own.
 RESUME_MAY_CHANGE = ("name", "budget", "eval", "checkpoint", "ray", "logging")
 
@@ -275,6 +281,8 @@ def train(
         if console is not None:
             start_note = f"resumed at iteration {progress.iteration}" if checkpoint else "started"
             console.note(f"run folder {run_dir} ({start_note})")
+            if (why := factory.sync_reason()) is not None:
+                console.note(f"{cfg.env.id} runs on gymnasium's SyncVectorEnv (slower): {why}")
         _loop(cfg, agent, held_out, loggers, progress, run_dir)
         summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
         if console is not None:
@@ -298,6 +306,7 @@ def _loop(
     seeds = eval_seeds(cfg.seed, cfg.eval.episodes)
     saved_iteration = progress.iteration
     last_payload: dict[str, Any] | None = None
+    snapshot_seconds = 0.0
     start, base_wall = time.perf_counter(), progress.wall_time
     try:
         while not cfg.budget.spent(
@@ -335,11 +344,17 @@ def _loop(
                     }
                 )
             loggers.log(record, progress.iteration)
-            last_payload = _payload(agent, cfg, progress)
-            if progress.iteration % cfg.checkpoint.every == 0:
+            due = progress.iteration % cfg.checkpoint.every == 0
+            elapsed = time.perf_counter() - start
+            if due or snapshot_seconds <= SNAPSHOT_SHARE * elapsed:
+                snapshot_start = time.perf_counter()
+                last_payload = _payload(agent, cfg, progress)
+                snapshot_seconds += time.perf_counter() - snapshot_start
+            if due:
                 save_checkpoint(run_dir, progress.iteration, last_payload)
                 saved_iteration = progress.iteration
-        if last_payload is not None and saved_iteration < progress.iteration:
+        if saved_iteration < progress.iteration:
+            last_payload = _payload(agent, cfg, progress)
             save_checkpoint(run_dir, progress.iteration, last_payload)
     except BaseException as err:
         # Save the state at the end of the last completed iteration (the agent may be
