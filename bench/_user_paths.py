@@ -91,10 +91,11 @@ def evaluator_rate(
     generations: int,
     env_kwargs: dict[str, Any] | None = None,
     stdev: float = 0.1,
+    wrappers: list[dict[str, Any]] | None = None,
 ) -> tuple[float, float]:
     """``PopulationEvaluator.evaluate`` alone on plain tensors: median env-steps/s and median
     seconds per call, one warm-up call excluded."""
-    factory = resolve_env(env_id, env_kwargs or {})
+    factory = resolve_env(env_id, env_kwargs or {}, wrappers or [])
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=16)
     centre = init_vector(spec, torch.Generator().manual_seed(0))
@@ -148,6 +149,25 @@ def generation_fixed_cost(population: int, iterations: int) -> list[str]:
     ]
 
 
+def wrapper_rows(population: int, generations: int) -> list[str]:
+    """Table lines: the evaluator on CartPoleNoVel bare and wrapped in
+    ``envs.wrappers:FlickerObservation`` (full-length episodes are not guaranteed: the rate
+    is per env step), and which vector env the wrapped task ran on."""
+    flicker = [{"path": "envs.wrappers:FlickerObservation", "kwargs": {"p": 0.1}}]
+    bare, _ = evaluator_rate(CARTPOLE, population, generations)
+    factory = resolve_env(CARTPOLE, {}, flicker)
+    wrapped, _ = evaluator_rate(CARTPOLE, population, generations, wrappers=flicker)
+    env = factory.make_vector(2)
+    kind = type(env.unwrapped).__name__
+    env.close()
+    return [
+        f"{CARTPOLE}, P = {population}, LSTM-16, E = 1, evaluator alone:",
+        f"  bare                        {bare:>12,.0f} env-steps/s",
+        f"  + FlickerObservation(0.1)   {wrapped:>12,.0f} env-steps/s "
+        f"({wrapped / bare:.2f} of bare; runs on {kind})",
+    ]
+
+
 def sync_vector_bound(env_id: str, population: int, steps: int, repeats: int) -> float:
     """Env-steps/s of a raw ``SyncVectorEnv`` of ``population`` gymnasium envs stepped with
     random actions, no policy: the bound any policy on that path stays below."""
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--population", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=30)
     args = parser.parse_args(argv)
+    print("\n".join(wrapper_rows(args.population, 5)))
     print("\n".join(trainer_vs_evaluator(args.population, args.iterations)))
     print("\n".join(generation_fixed_cost(args.population, args.iterations * 5)))
 

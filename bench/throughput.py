@@ -84,6 +84,7 @@ from bench._user_paths import (  # noqa: E402
     generation_fixed_cost,
     sync_vector_bound,
     trainer_vs_evaluator,
+    wrapper_rows,
 )
 from evolstm.agent import AgentContext  # noqa: E402
 from evolstm.config import load_config, resolve_agent  # noqa: E402
@@ -474,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     print("Through `evolstm train` (what users run) beside the evaluator alone:")
     print("\n".join(trainer_vs_evaluator(P, args.train_iterations)))
     print("\n".join(generation_fixed_cost(P, 5 * args.train_iterations)))
+    print("\n".join(wrapper_rows(P, args.repeats)))
 
 
 if __name__ == "__main__":
