@@ -52,11 +52,12 @@ SUMMARY_FILE = "summary.json"
 POLICY_FILE = "policy.pt"
 # The trainer's own counters; an agent's metrics of these names are replaced by them.
 RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_s"})
-# The in-memory snapshot of the last completed iteration (what an interrupt saves) is taken
-# after every iteration while snapshots cost at most this share of the loop's time, else only
-# as often as that share allows (and at every checkpoint): copying a large agent state each
-# iteration must not slow training down. Results are unaffected; a crash may then resume
-# from a few iterations back.
+# The in-memory snapshot of the last completed iteration (what an error or interrupt saves)
+# is taken after every iteration while one costs less than SNAPSHOT_FREE seconds; a costlier
+# one (an EvoTorch searcher at P = 256: tens of ms) only as often as keeps snapshots within
+# SNAPSHOT_SHARE of the loop's time, and at every checkpoint. Results are unaffected; a
+# crash may then resume from a few iterations back.
+SNAPSHOT_FREE = 0.005
 SNAPSHOT_SHARE = 0.02
 # Sections that may change when a run is resumed; the others must match the run's own.
 RESUME_MAY_CHANGE = ("name", "budget", "eval", "checkpoint", "ray", "logging")
@@ -306,7 +307,7 @@ def _loop(
     seeds = eval_seeds(cfg.seed, cfg.eval.episodes)
     saved_iteration = progress.iteration
     last_payload: dict[str, Any] | None = None
-    snapshot_seconds = 0.0
+    snapshot_seconds = last_cost = 0.0
     start, base_wall = time.perf_counter(), progress.wall_time
     try:
         while not cfg.budget.spent(
@@ -346,10 +347,11 @@ def _loop(
             loggers.log(record, progress.iteration)
             due = progress.iteration % cfg.checkpoint.every == 0
             elapsed = time.perf_counter() - start
-            if due or snapshot_seconds <= SNAPSHOT_SHARE * elapsed:
+            if due or last_cost < SNAPSHOT_FREE or snapshot_seconds <= SNAPSHOT_SHARE * elapsed:
                 snapshot_start = time.perf_counter()
                 last_payload = _payload(agent, cfg, progress)
-                snapshot_seconds += time.perf_counter() - snapshot_start
+                last_cost = time.perf_counter() - snapshot_start
+                snapshot_seconds += last_cost
             if due:
                 save_checkpoint(run_dir, progress.iteration, last_payload)
                 saved_iteration = progress.iteration
