@@ -11,13 +11,13 @@ same episode seeds; the seeds move on each generation. Fitness is maximised.
 
 from __future__ import annotations
 
-import pickle
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pydantic
 import torch
 
+from evolstm import safe_pickle
 from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import init_vector
@@ -43,6 +43,38 @@ class ESOptions(AgentOptions):
     episodes: int = pydantic.Field(1, ge=1, description="episodes per member per generation (E)")
     stdev_init: float = pydantic.Field(0.1, gt=0, description="initial search stdev")
     obs_norm: bool = pydantic.Field(True, description="normalise observations (running stats)")
+
+
+# Every class an EvoTorch searcher's state refers to (found by pickling all six searchers
+# after a few generations): the allowlist of :func:`evolstm.safe_pickle.loads`, so a
+# checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
+SEARCHER_CLASSES = frozenset(
+    {
+        "agents._evotorch.EvaluatorProblem",
+        "evolstm.evaluation.EvaluationResult",
+        "evolstm.obs_norm.RunningStats",
+        "evotorch.algorithms.cmaes.CMAES",
+        "evotorch.algorithms.distributed.gaussian.CEM",
+        "evotorch.algorithms.distributed.gaussian.PGPE",
+        "evotorch.algorithms.distributed.gaussian.SNES",
+        "evotorch.algorithms.distributed.gaussian.XNES",
+        "evotorch.algorithms.ga.Cosyne",
+        "evotorch.algorithms.searchalgorithm.LazyReporter._missing_status_producer",
+        "evotorch.algorithms.searchalgorithm.SinglePopulationAlgorithmMixin.ObjectiveStatusReporter",
+        "evotorch.core.Solution",
+        "evotorch.core.SolutionBatch",
+        "evotorch.distributions.ExpGaussian",
+        "evotorch.distributions.ExpSeparableGaussian",
+        "evotorch.distributions.SeparableGaussian",
+        "evotorch.distributions.SymmetricSeparableGaussian",
+        "evotorch.operators.real.CosynePermutation",
+        "evotorch.operators.real.GaussianMutation",
+        "evotorch.operators.real.OnePointCrossOver",
+        "evotorch.optimizers.Adam",
+        "evotorch.tools.hook.Hook",
+        "torch.optim.adam.Adam",
+    }
+)
 
 
 class EvoTorchAgent(Agent):
@@ -110,14 +142,21 @@ class EvoTorchAgent(Agent):
         return self.problem.obs_normalizer()
 
     def state_dict(self) -> dict[str, Any]:
+        # The evaluator (env handles, Ray actors) is not state; the rest goes through
+        # safe_pickle: tensors plus a pickle that names only SEARCHER_CLASSES.
+        evaluator, self.problem.evaluator = self.problem.evaluator, None
+        try:
+            searcher = safe_pickle.dumps(self.searcher)
+        finally:
+            self.problem.evaluator = evaluator
         return {
-            "searcher": pickle.dumps(self.searcher),
+            "searcher": searcher,
             "best_vector": self.best_vector.clone(),
             "best_fitness": self.best_fitness,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        searcher = pickle.loads(state["searcher"])
+        searcher = safe_pickle.loads(state["searcher"], SEARCHER_CLASSES)
         searcher.problem.evaluator = self.ctx.evaluator
         self.searcher = searcher
         self.problem = searcher.problem

@@ -41,12 +41,17 @@ class AgentContext:
     :param evaluator: evaluates a population ``[P, D]`` of flat parameter vectors
         (local or Ray-backed; es family).
     :param make_vector_env: builds a vector env of ``n`` slots for the task (pg family).
+    :param ray_address: where rollouts run (``None``: in-process; else as ``ray.address``;
+        pg family, whose collectors are not an :class:`Evaluator`).
+    :param num_workers: Ray rollout actors (``ray.num_workers``; pg family).
     """
 
     policy_spec: PolicySpec
     seed: int
     evaluator: Evaluator
     make_vector_env: Callable[[int], gym.vector.VectorEnv]
+    ray_address: str | None = None
+    num_workers: int = 0
 
 
 class Agent(ABC):
@@ -77,7 +82,18 @@ class Agent(ABC):
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (picklable by ``torch.save``)."""
+        """Everything needed to resume exactly, as **data**.
+
+        Allowed: torch tensors; Python ``int``, ``float``, ``bool``, ``str``, ``None``; and
+        ``list``/``tuple``/``dict`` (str or int keys) of these -- what
+        ``torch.load(weights_only=True)`` reads back. Not allowed: numpy arrays (use
+        ``torch.from_numpy`` or ``.tolist()``), pickled bytes, custom classes. RNG state:
+        ``torch.Generator.get_state()`` (a tensor) or ``np.random.Generator.bit_generator
+        .state`` (a dict of ints); optimiser ``state_dict()`` s are data. A library object
+        with no ``state_dict`` goes through :func:`evolstm.safe_pickle.dumps` and back with
+        :func:`evolstm.safe_pickle.loads` and an explicit allowlist (see ``agents/es.py``).
+        :func:`evolstm.checkpoint.save_checkpoint` refuses anything else, naming the key.
+        """
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:

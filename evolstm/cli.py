@@ -4,7 +4,7 @@
 
     evolstm train CONFIG.yaml [key.sub=value ...] [--resume RUN_DIR] [--ray-address ADDR]
                   [--runs-dir DIR]
-    evolstm eval RUN_DIR|CHECKPOINT [--episodes N] [--seed S]
+    evolstm eval RUN_DIR|CHECKPOINT|POLICY [--episodes N] [--seed S] [--env ENV_ID]
     evolstm compare COMPARE.yaml [key.sub=value ...] [--ray-address ADDR] [--runs-dir DIR]
     evolstm envs
     evolstm agents
@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evolstm.errors import ConfigError
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from evolstm.obs_norm import ObsNormalizer
+    from evolstm.policy import PolicySpec
 
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT", type=Path)
     evaluate.add_argument("--episodes", type=int, help="default: the run's eval.episodes")
     evaluate.add_argument("--seed", type=int, help="default: the run's seed (its final eval)")
+    evaluate.add_argument(
+        "--env",
+        metavar="ENV_ID",
+        help="evaluate on this env (a bare .pt file may not import the modules it names)",
+    )
 
     compare = commands.add_parser("compare", help="run every variant x seed of a compare file")
     compare.add_argument("compare_file", metavar="COMPARE.yaml", help="the compare file")
@@ -100,37 +106,76 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_eval(path: Path) -> tuple[dict, torch.Tensor, ObsNormalizer | None]:
-    """The run config data, the policy vector ``[D]`` and its observation normaliser."""
-    import torch
-
-    from evolstm.checkpoint import FORMAT, find_checkpoint
+def _load_for_eval(
+    path: Path, env_id: str | None
+) -> tuple[dict, torch.Tensor, ObsNormalizer | None, PolicySpec | None]:
+    """The run config data, the policy vector ``[D]``, its observation normaliser and (for a
+    policy file) its spec. A run folder's ``config.yaml`` is code the user named; a bare
+    ``.pt`` file is data: it is loaded with ``weights_only=True`` and the env it records is
+    built only when that imports no module (or when ``--env`` names one)."""
+    from evolstm.checkpoint import FORMAT, LATEST, find_checkpoint, load_data_file
     from evolstm.config import read_yaml
+    from evolstm.errors import FileFormatError
     from evolstm.obs_norm import ObsNormalizer
-    from evolstm.policy import RecurrentPolicy
+    from evolstm.policy import POLICY_FORMAT, RecurrentPolicy
     from evolstm.trainer import CONFIG_FILE, POLICY_FILE
 
     if path.is_dir():
         config = read_yaml(path / CONFIG_FILE)
+        if env_id is not None:
+            config["env"] = {**config.get("env", {}), "id": env_id, "wrappers": []}
         if (path / POLICY_FILE).is_file():
             policy = RecurrentPolicy.load(path / POLICY_FILE)
-            return config, policy.to_vector(), policy.obs_norm
-        path = find_checkpoint(path)
+            return config, policy.to_vector(), policy.obs_norm, policy.spec
+        blob = load_data_file(find_checkpoint(path, "eval"), "checkpoint")
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise FileFormatError(f"{path / LATEST}: not an evolstm checkpoint ({FORMAT})")
+        return config, blob["policy_vector"], ObsNormalizer.from_state_dict(blob["obs_norm"]), None
     if not path.is_file():
         raise ConfigError(f"no run folder, checkpoint or policy file at {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and blob.get("format") == FORMAT:
-        return (
-            blob["config"],
-            blob["policy_vector"],
-            ObsNormalizer.from_state_dict(blob.get("obs_norm")),
-        )
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    blob = load_data_file(path, "checkpoint or policy")
+    kind = blob.get("format") if isinstance(blob, dict) else None
     try:
-        policy = RecurrentPolicy.load(path)
-    except ValueError as err:
-        raise ConfigError(f"{path}: neither an evolstm checkpoint nor a policy file") from err
-    return read_yaml(run_dir / CONFIG_FILE), policy.to_vector(), policy.obs_norm
+        if kind == FORMAT:
+            config = dict(blob["config"])
+            env = _bare_file_env(path, config.get("env"), env_id)
+            obs_norm = ObsNormalizer.from_state_dict(blob.get("obs_norm"))
+            return {**config, "env": env}, blob["policy_vector"], obs_norm, None
+    except (KeyError, TypeError, ValueError) as err:
+        raise FileFormatError(f"{path}: malformed checkpoint ({err})") from None
+    if kind != POLICY_FORMAT:
+        raise FileFormatError(f"{path}: neither an evolstm checkpoint nor a policy file")
+    policy = RecurrentPolicy.load(path)
+    meta = policy.metadata
+    config = {
+        "env": _bare_file_env(path, meta.get("env"), env_id),
+        "agent": {"name": "none"},
+        "seed": int(meta.get("seed", 0)),
+        "eval": {"episodes": int(meta.get("episodes", 32))},
+    }
+    return config, policy.to_vector(), policy.obs_norm, policy.spec
+
+
+def _bare_file_env(path: Path, env: Any, env_id: str | None) -> dict[str, Any]:
+    """The ``env`` section recorded in a data file, refused when building it would import a
+    module (``module:Name`` ids, wrappers) that the command line did not name."""
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str):
+        if env_id is None:
+            raise ConfigError(
+                f"{path}: records no env; pass --env ENV_ID or evaluate its run folder"
+            )
+        env = {}
+    if env_id is not None:
+        return {"id": env_id, "kwargs": dict(env.get("kwargs") or {}), "wrappers": []}
+    imports = [env["id"]] if ":" in env["id"] else []
+    imports += [w["path"] if isinstance(w, dict) else str(w) for w in env.get("wrappers") or []]
+    if imports:
+        raise ConfigError(
+            f"{path}: its env would import {', '.join(repr(i) for i in imports)}; a policy or "
+            "checkpoint file is data and names no code to run: evaluate its run folder "
+            "(config.yaml is code you chose) or name the env with --env"
+        )
+    return {"id": env["id"], "kwargs": dict(env.get("kwargs") or {}), "wrappers": []}
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -138,14 +183,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from evolstm.evaluation import PopulationEvaluator
     from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
 
-    data, vector, obs_norm = _load_for_eval(args.path)
+    data, vector, obs_norm, spec = _load_for_eval(args.path, args.env)
     cfg = validate_config(data, check_agent=False)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
     seed = args.seed if args.seed is not None else cfg.seed
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     factory = env_factory_for(cfg)
-    spec = policy_spec_for(cfg, factory)
+    env_spec = policy_spec_for(cfg, factory)
+    if spec is None:
+        spec = env_spec
+    elif (spec.observation_space, spec.action_space) != (
+        env_spec.observation_space,
+        env_spec.action_space,
+    ):
+        raise ConfigError(
+            f"{args.path}: the policy takes observations {spec.observation_space} and actions "
+            f"{spec.action_space}, but {cfg.env.id!r} has {env_spec.observation_space} and "
+            f"{env_spec.action_space}"
+        )
     evaluator = PopulationEvaluator(factory, spec)
     try:
         result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes), obs_norm)

@@ -13,3 +13,8 @@ class ConfigError(Exception):
     def __init__(self, message: str) -> None:
         lines = [part.strip() for part in str(message).splitlines() if part.strip()]
         super().__init__("; ".join(lines))
+
+
+class FileFormatError(ConfigError, ValueError):
+    """A policy or checkpoint file that is not valid evolstm data: crafted (it names code),
+    corrupted, truncated or of another kind. The message starts with the file's path."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,13 @@ import torch
 from torch import nn
 
 from evolstm import cells
+from evolstm.errors import FileFormatError
 from evolstm.obs_norm import ObsNormalizer
+from evolstm.space_data import space_from_data, space_to_data
 from evolstm.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
+POLICY_FORMAT = "evolstm.policy/2"
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,24 @@ class PolicySpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A picklable description (spaces are gymnasium objects, which pickle)."""
-        return asdict(self)
+        """Plain data (spaces described by :func:`evolstm.space_data.space_to_data`): what a
+        policy file stores and ``torch.load(weights_only=True)`` reads back."""
+        data = asdict(self)
+        data["observation_space"] = space_to_data(self.observation_space)
+        data["action_space"] = space_to_data(self.action_space)
+        return data
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PolicySpec:
-        return cls(**d)
+        """The spec :meth:`to_dict` described (:class:`ValueError` when malformed)."""
+        data = dict(d)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown policy spec keys {sorted(unknown)}")
+        for key in ("observation_space", "action_space"):
+            if key in data and not isinstance(data[key], gym.Space):
+                data[key] = space_from_data(data[key])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -265,33 +280,63 @@ class RecurrentCore:
 
         ``episode_start [P, B]`` (bool) zeroes the state of slots whose episode begins now.
         """
-        if self.spec.memory and episode_start is not None:
+        y, state = self.features(params, x, state, episode_start)
+        return self.readout(params, y), state
+
+    def features(
+        self,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        state: State,
+        episode_start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """The recurrent part of :meth:`forward`: the top layer's flattened output
+        ``[P, B, F]`` and the new state (policy gradients put a value head on it)."""
+        if not self.spec.memory:
+            state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
+        elif episode_start is not None:
             state = cells.reset_state(state, episode_start)
-        return self.step_prepared(self.prepare(params), x, state)
+        return self._stack(self._layers(params), x, state)
+
+    def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
+        w, b = params["readout.W"], params["readout.b"]
+        return _readout(y, w, b.unsqueeze(-2))
 
     def prepare(self, params: Mapping[str, torch.Tensor]) -> PreparedParams:
         """Group named blocks the way :meth:`step_prepared` reads them (once per population,
         not once per step)."""
-        layers = [
-            {pname: params[full] for pname, full in names} for names in self._layer_param_names
-        ]
         w, b = params["readout.W"], params["readout.b"]
-        return PreparedParams(layers, w, b.unsqueeze(-2))
+        return PreparedParams(self._layers(params), w, b.unsqueeze(-2))
 
     def step_prepared(
         self, prepared: PreparedParams, x: torch.Tensor, state: State
     ) -> tuple[torch.Tensor, State]:
-        """:meth:`forward` without the state masks, on :meth:`prepare`'s grouping."""
+        """:meth:`forward` without ``episode_start``, on :meth:`prepare`'s grouping (the
+        population's hot path: no per-step regrouping of the parameters)."""
         if not self.spec.memory:
             state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
-        y, state = cells.stack_step(self.spec.cell, prepared.layers, x, state)
+        y, state = self._stack(prepared.layers, x, state)
+        return _readout(y, prepared.readout_w, prepared.readout_b), state
+
+    def _layers(self, params: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{pname: params[full] for pname, full in names} for names in self._layer_param_names]
+
+    def _stack(
+        self, layers: list[dict[str, torch.Tensor]], x: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        y, state = cells.stack_step(self.spec.cell, layers, x, state)
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
-        w = prepared.readout_w
-        # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
-        # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
-        out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
-        return out + prepared.readout_b, state
+        return y, state
+
+
+def _readout(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``y @ w + b``: ``y [P, B, F]``, ``w [P, F, A]``, ``b [P, 1, A]`` (or without P)."""
+    # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
+    # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
+    out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
+    return out + b
 
 
 @dataclass(frozen=True)
@@ -326,6 +371,7 @@ class RecurrentPolicy(nn.Module):
         super().__init__()
         self.obs_norm = obs_norm
         self.spec = spec
+        self.metadata: dict[str, Any] = {}  # plain data saved with the policy (see save)
         self.core = RecurrentCore(spec)
         if vector is None:
             vector = init_vector(spec, torch.Generator().manual_seed(seed))
@@ -387,32 +433,52 @@ class RecurrentPolicy(nn.Module):
         with torch.no_grad():
             self.vector.copy_(vector)
 
-    def save(self, path: str | Path) -> None:
-        """Save the spec and the weights, so :meth:`load` rebuilds the policy without the agent."""
+    def save(self, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """Save the spec and the weights, so :meth:`load` rebuilds the policy without the agent.
+
+        The file holds only tensors and plain data (it loads with ``weights_only=True``).
+        :param metadata: plain data kept beside the weights (the trainer stores the run's
+            ``env`` section and seed there, for ``evolstm eval`` of the bare file).
+        """
         torch.save(
             {
-                "format": "evolstm.policy/1",
+                "format": POLICY_FORMAT,
                 "spec": self.spec.to_dict(),
                 "vector": self.to_vector(),
                 "log_std": None if self.log_std is None else self.log_std.detach().clone(),
                 "obs_norm": None if self.obs_norm is None else self.obs_norm.state_dict(),
+                "metadata": dict(metadata or {}),
             },
             path,
         )
 
     @classmethod
     def load(cls, path: str | Path) -> RecurrentPolicy:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != "evolstm.policy/1":
-            raise ValueError(f"{path} is not an evolstm policy file")
-        policy = cls(
-            PolicySpec.from_dict(blob["spec"]),
-            blob["vector"],
-            obs_norm=ObsNormalizer.from_state_dict(blob.get("obs_norm")),
-        )
-        if policy.log_std is not None:
-            with torch.no_grad():
-                policy.log_std.copy_(blob["log_std"])
+        """Load a policy file without running anything from it (``weights_only=True``).
+
+        :raises FileFormatError: a crafted, corrupted or foreign file (one line naming it).
+        """
+        from evolstm.checkpoint import load_data_file
+
+        blob = load_data_file(path, "policy")
+        if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
+            raise FileFormatError(f"{path}: not an evolstm policy file ({POLICY_FORMAT})")
+        try:
+            policy = cls(
+                PolicySpec.from_dict(blob["spec"]),
+                blob["vector"],
+                obs_norm=ObsNormalizer.from_state_dict(blob.get("obs_norm")),
+            )
+            if policy.vector.shape != (policy.layout.size,):
+                raise ValueError(
+                    f"vector of shape {tuple(policy.vector.shape)} for D = {policy.layout.size}"
+                )
+            if policy.log_std is not None:
+                with torch.no_grad():
+                    policy.log_std.copy_(blob["log_std"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise FileFormatError(f"{path}: malformed policy file ({err})") from None
+        policy.metadata = dict(blob.get("metadata") or {})
         return policy
 
 

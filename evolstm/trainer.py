@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import random
 import sys
 import time
@@ -25,6 +26,7 @@ import yaml
 from evolstm.agent import Agent, AgentContext
 from evolstm.checkpoint import (
     CHECKPOINT_DIR,
+    LATEST,
     atomic_write,
     atomic_write_text,
     capture_rng_state,
@@ -34,7 +36,7 @@ from evolstm.checkpoint import (
 )
 from evolstm.config import RunConfig, check_ray_address, resolve_agent
 from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.errors import ConfigError
+from evolstm.errors import ConfigError, FileFormatError
 from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
 from evolstm.loggers import (
     METRICS_FILE,
@@ -162,6 +164,19 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, run_dir: Path) -> No
         )
 
 
+def _restore(agent: Agent, checkpoint: dict[str, Any], run_dir: Path) -> None:
+    """Load the agent and RNG states; a state the agent rejects (a crafted or damaged file:
+    unknown classes in it, wrong shapes) is a one-line :class:`FileFormatError`."""
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+        restore_rng_state(checkpoint["rng"])
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise FileFormatError(
+            f"{run_dir / CHECKPOINT_DIR / LATEST}: agent state rejected "
+            f"({type(err).__name__}: {err})"
+        ) from None
+
+
 def _build_evaluator(
     factory: EnvFactory, spec: PolicySpec, address: str | None, workers: int
 ) -> Evaluator:
@@ -242,7 +257,7 @@ def train(
     checkpoint = None
     if resume is not None:
         run_dir = _resume_dir(Path(resume))
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(run_dir, "--resume")
         _check_resumable(checkpoint["config"], cfg, run_dir)
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
@@ -254,7 +269,9 @@ def train(
     progress = RunProgress()
     closers: list[Any] = []
     try:
-        evaluator = _build_evaluator(factory, spec, address, cfg.ray.num_workers)
+        # The pg family collects on its own Ray actors (ctx.ray_address); no Ray evaluator.
+        pg = agent_cls.family == "pg"
+        evaluator = _build_evaluator(factory, spec, None if pg else address, cfg.ray.num_workers)
         closers.append(evaluator)
         held_out = PopulationEvaluator(factory, spec)
         closers.append(held_out)
@@ -263,12 +280,13 @@ def train(
             seed=cfg.seed,
             evaluator=evaluator,
             make_vector_env=factory.make_vector,
+            ray_address=address,
+            num_workers=cfg.ray.num_workers,
         )
         agent = agent_cls(options, ctx)
         closers.insert(0, agent)
         if checkpoint is not None:
-            agent.load_state_dict(checkpoint["agent"])
-            restore_rng_state(checkpoint["rng"])
+            _restore(agent, checkpoint, run_dir)
             progress = RunProgress(
                 iteration=int(checkpoint["iteration"]),
                 env_steps=int(checkpoint["env_steps"]),
@@ -400,7 +418,8 @@ def _finish(
     }
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     policy = RecurrentPolicy(spec, vector=vector, obs_norm=agent.obs_normalizer())
-    atomic_write(run_dir / POLICY_FILE, policy.save)
+    metadata = {"env": cfg.to_yaml_dict()["env"], "seed": cfg.seed, "episodes": cfg.eval.episodes}
+    atomic_write(run_dir / POLICY_FILE, lambda tmp: policy.save(tmp, metadata))
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,15 +35,17 @@ def test_latest_follows_the_newest_and_old_ones_are_pruned(tmp_path):
     assert ckpt.load_checkpoint(tmp_path)["iteration"] == 1_000_000
 
 
-def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
+def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     ckpt.save_checkpoint(tmp_path, 1, _payload(1))
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
+    def half_write(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        ckpt.save_checkpoint(tmp_path, 2, {"agent": Unpicklable(), "iteration": 2})
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ckpt.save_checkpoint(tmp_path, 2, _payload(2))
+    monkeypatch.undo()
     assert ckpt.load_checkpoint(tmp_path)["iteration"] == 1
     leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
     assert sorted(leftovers) == ["ckpt-000001.pt", "latest.pt"], "no temporary files remain"
@@ -64,5 +67,5 @@ def test_missing_or_foreign_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         ckpt.load_checkpoint(tmp_path)
     torch.save({"something": "else"}, tmp_path / "other.pt")
-    with pytest.raises(ConfigError, match="not an evolstm checkpoint"):
+    with pytest.raises(ConfigError, match=r"other\.pt: not an evolstm checkpoint"):
         ckpt.load_checkpoint(tmp_path / "other.pt")

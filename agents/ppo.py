@@ -1,0 +1,180 @@
+"""Recurrent PPO with the ES agents' LSTM (Schulman et al. 2017, https://arxiv.org/abs/1707.06347).
+
+Each iteration collects ``n_steps`` steps in each of ``num_envs`` slots, computes GAE with
+NEXT_STEP autoreset handled (:func:`evolstm.pg_rollout.gae`: truncation bootstraps from the
+final observation's value, termination does not; reset steps are no loss terms), cuts each
+slot's rollout into sequences of ``seq_len`` steps (padded, with a validity mask), and runs
+``epochs`` passes of minibatches of whole sequences, each from one env. Every sequence
+starts from the recurrent state stored when it was collected and zeroes it at each episode
+start inside the unroll. Advantages are normalised, and the clipped objective, value loss,
+entropy, KL, clip fraction and explained variance are averaged over valid steps only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import ClassVar
+
+import pydantic
+import torch
+
+from evolstm.agent import AgentContext, AgentOptions
+from evolstm.evaluation import TRAIN_STREAM, episode_seeds
+from evolstm.pg_agent import PGAgent, PGOptions, explained_variance, masked_mean
+from evolstm.pg_rollout import Rollout, gae, pad_time
+
+
+class PPOOptions(PGOptions):
+    """Recurrent PPO options (defaults: RL Zoo's RecurrentPPO on CartPoleNoVel-v1)."""
+
+    n_steps: int = pydantic.Field(32, ge=1, description="steps per slot per iteration (T)")
+    seq_len: int = pydantic.Field(32, ge=1, description="BPTT sequence length (L)")
+    minibatches: int = pydantic.Field(1, ge=1, description="minibatches of sequences per epoch")
+    epochs: int = pydantic.Field(20, ge=1, description="passes over each rollout")
+    gamma: float = pydantic.Field(0.98, gt=0, le=1, description="discount factor")
+    gae_lambda: float = pydantic.Field(0.8, ge=0, le=1, description="GAE lambda")
+    clip: float = pydantic.Field(0.2, gt=0, description="PPO ratio clip (annealed with lr)")
+    clip_vf: float | None = pydantic.Field(
+        None, gt=0, description="clip the value change per update (null: no value clipping)"
+    )
+    target_kl: float | None = pydantic.Field(
+        None, gt=0, description="stop an iteration's epochs once the mean KL passes this"
+    )
+
+
+def to_sequences(t: torch.Tensor, L: int) -> torch.Tensor:
+    """``[T, N, ...]`` -> ``[L, S * N, ...]`` (``S = ceil(T / L)``, zero padded); column
+    ``s * N + n`` is sequence ``s`` of slot ``n``."""
+    T, N = t.shape[:2]
+    S = math.ceil(T / L)
+    t = pad_time(t, S * L)
+    return t.reshape(S, L, N, *t.shape[2:]).transpose(0, 1).reshape(L, S * N, *t.shape[2:])
+
+
+def ppo_loss(agent_net, mb: dict[str, torch.Tensor], clip: float, o: PPOOptions, fused: bool):
+    """The loss of one minibatch of sequences ``[L, B]`` and its statistics (valid steps)."""
+    valid = mb["valid"]
+    x = torch.where(valid[..., None], mb["x"], torch.zeros_like(mb["x"]))
+    out, value = agent_net.unroll(x, mb["states"], mb["episode_start"], fused=fused)
+    dist = agent_net.distribution(out)
+    head = agent_net.actor.head
+    actions = mb["actions"]
+    fill = head.deterministic(out).detach() if head.is_discrete else torch.zeros_like(actions)
+    vmask = valid if actions.dim() == valid.dim() else valid[..., None]
+    actions = torch.where(vmask, actions, fill.to(actions.dtype))
+    logp = dist.log_prob(actions)
+    log_ratio = torch.where(valid, logp - mb["logp"], torch.zeros_like(logp))
+    ratio = log_ratio.exp()
+    adv = mb["advantages"]
+    n = valid.sum().clamp(min=1)
+    mean = masked_mean(adv, valid)
+    std = torch.sqrt(masked_mean((adv - mean) ** 2, valid) * n / (n - 1).clamp(min=1))
+    adv = torch.where(valid, (adv - mean) / (std + 1e-8), torch.zeros_like(adv))
+    pg = -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    if o.clip_vf is None:
+        v_err = (value - mb["returns"]) ** 2
+    else:
+        clipped = mb["values"] + (value - mb["values"]).clamp(-o.clip_vf, o.clip_vf)
+        v_err = torch.max((value - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
+    entropy = dist.entropy()
+    pg_loss, v_loss = masked_mean(pg, valid), 0.5 * masked_mean(v_err, valid)
+    ent = masked_mean(entropy, valid)
+    loss = pg_loss + o.vf_coef * v_loss - o.ent_coef * ent
+    with torch.no_grad():
+        stats = {
+            "policy_loss": float(pg_loss),
+            "value_loss": float(v_loss),
+            "entropy": float(ent),
+            "approx_kl": float(masked_mean(ratio - 1 - log_ratio, valid)),
+            "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip).float(), valid)),
+        }
+    return loss, stats
+
+
+class PPO(PGAgent):
+    """Recurrent PPO: clipped surrogate, GAE, value loss and entropy over BPTT sequences of
+    the same LSTM the neuroevolution agents evolve."""
+
+    Options: ClassVar[type[AgentOptions]] = PPOOptions
+
+    def __init__(self, options: PPOOptions, ctx: AgentContext) -> None:
+        super().__init__(options, ctx)
+        self.collectors.reset(episode_seeds(ctx.seed, TRAIN_STREAM, 0, options.num_envs))
+
+    def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages and value targets ``[T, N]`` of ``rollout``."""
+        o: PPOOptions = self.options  # type: ignore[assignment]
+        return gae(
+            rollout["rewards"] * o.reward_scale,
+            rollout["values"],
+            rollout["terminated"],
+            rollout["truncated"],
+            rollout["valid"],
+            o.gamma,
+            o.gae_lambda,
+        )
+
+    def batch(
+        self, rollout: Rollout, adv: torch.Tensor, ret: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The rollout as sequences ``[L, S * N, ...]`` with advantages and returns."""
+        L = self.options.seq_len
+        seqs = {
+            "x": rollout["x"],
+            "actions": rollout["actions"],
+            "logp": rollout["logp"],
+            "values": rollout["values"][:-1],
+            "valid": rollout["valid"],
+            "episode_start": rollout["episode_start"],
+            "advantages": adv,
+            "returns": ret,
+        }
+        out = {k: to_sequences(v, L) for k, v in seqs.items()}
+        out["states"] = [s.reshape(-1, *s.shape[2:]) for s in rollout["seq_states"]]
+        return out
+
+    def iterate(self) -> dict[str, float]:
+        o: PPOOptions = self.options  # type: ignore[assignment]
+        rollout, t_rollout = self.collect(steps=o.n_steps, seq_len=o.seq_len)
+        t0 = time.perf_counter()
+        adv, ret = self.advantages(rollout)
+        data = self.batch(rollout, adv, ret)
+        clip = o.clip * self.progress_left()
+        columns = data["x"].shape[1]
+        sums: dict[str, float] = {}
+        updates, t_fwd, t_bwd, t_opt = 0, 0.0, 0.0, 0.0
+        stop = False
+        for _ in range(o.epochs):
+            order = torch.randperm(columns, generator=self.generator)
+            for idx in order.chunk(o.minibatches):
+                mb = {k: v[:, idx] for k, v in data.items() if k != "states"}
+                mb["states"] = [s[idx] for s in data["states"]]
+                f0 = time.perf_counter()
+                loss, stats = ppo_loss(self.net, mb, max(clip, 1e-8), o, o.fused)
+                t_fwd += time.perf_counter() - f0
+                _, tb, to = self.optimise(loss)
+                t_bwd, t_opt = t_bwd + tb, t_opt + to
+                updates += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if o.target_kl is not None and stats["approx_kl"] > 1.5 * o.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        self.iteration += 1
+        metrics = self.episode_metrics(rollout)
+        metrics.update({k: v / max(updates, 1) for k, v in sums.items()})
+        metrics["explained_variance"] = explained_variance(
+            rollout["values"][:-1], ret, rollout["valid"]
+        )
+        metrics.update(
+            time_rollout=t_rollout,
+            time_forward=t_fwd,
+            time_backward=t_bwd,
+            time_optimizer=t_opt,
+            time_update=time.perf_counter() - t0,
+            updates=float(updates),
+        )
+        return metrics

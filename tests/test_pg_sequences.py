@@ -1,0 +1,188 @@
+"""Policy gradients: the sequence pitfalls of recurrent PPO / RPG, pinned.
+
+Fused path = step path; no information crosses an episode boundary through the state;
+garbage in padded and reset steps changes neither the loss nor the gradient; truncation
+bootstraps and termination does not (GAE known answers and the collector's reset step).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.ppo import PPO, ppo_loss
+from evolstm.agent import AgentContext
+from evolstm.env_factory import resolve_env
+from evolstm.pg_model import PGNetwork
+from evolstm.pg_rollout import Collector, gae
+from evolstm.policy import PolicySpec
+
+BOX2 = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+def _net(cell="lstm", layers=1, critic="separate", action=None, memory=True) -> PGNetwork:
+    spec = PolicySpec(
+        BOX2, action or gym.spaces.Discrete(3), cell=cell, hidden=5, layers=layers, memory=memory
+    )
+    return PGNetwork(spec, None, critic=critic, seed=1)
+
+
+def _starts(T: int, B: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.rand(T, B, generator=g) < 0.15
+    starts[0, 0] = True
+    starts[:, 1] = False  # one sequence without any start: the single-call fused case
+    return starts
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_fused_sequence_path_equals_step_path(layers: int, critic: str) -> None:
+    net = _net(layers=layers, critic=critic)
+    T, B = 12, 4
+    x = torch.randn(T, B, 2, generator=torch.Generator().manual_seed(0))
+    state = [torch.randn(s.shape) for s in net.init_state(B)]
+    grads = {}
+    outputs = {}
+    for fused in (True, False):
+        net.zero_grad()
+        out, value = net.unroll(x, state, _starts(T, B, 3), fused=fused)
+        (out.square().sum() + value.sin().sum()).backward()
+        outputs[fused] = (out.detach(), value.detach())
+        grads[fused] = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    torch.testing.assert_close(outputs[True], outputs[False], atol=1e-6, rtol=1e-5)
+    for a, b in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # The step path is also the collector's: stepping one at a time gives the same numbers.
+    s = state
+    for t in range(T):
+        o, v, s = net.step(x[t], s, _starts(T, B, 3)[t])
+        torch.testing.assert_close(o.detach(), outputs[False][0][t], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(v.detach(), outputs[False][1][t], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_no_information_crosses_an_episode_boundary(cell: str, fused: bool) -> None:
+    """Outputs from an episode start on depend on nothing before it: neither the earlier
+    inputs nor the initial state (values and gradients)."""
+    net = _net(cell=cell)
+    T, B, k = 10, 3, 4
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[k] = True
+    x = torch.randn(T, B, 2, requires_grad=True)
+    state = [torch.randn(s.shape, requires_grad=True) for s in net.init_state(B)]
+    out, value = net.unroll(x, state, starts, fused=fused)
+    (out[k:].sum() + value[k:].sum()).backward()
+    assert torch.count_nonzero(x.grad[:k]) == 0
+    assert all(s.grad is None or torch.count_nonzero(s.grad) == 0 for s in state)
+    x2 = x.detach().clone()
+    x2[:k] = torch.randn(k, B, 2) * 100
+    state2 = [torch.randn(s.shape) for s in state]
+    out2, value2 = net.unroll(x2, state2, starts, fused=fused)
+    assert torch.equal(out2[k:], out[k:].detach()) and torch.equal(value2[k:], value[k:].detach())
+
+
+def test_gae_truncation_bootstraps_and_termination_does_not() -> None:
+    g, lam = 0.9, 0.5
+    # One slot: steps 0-1 of an episode truncated at step 1, reset step 2 (value = V(final
+    # obs) = 10), new episode 3-4 terminated at 4, reset step 5; bootstrap value 7.
+    rewards = torch.tensor([[1.0], [2.0], [0.0], [3.0], [4.0], [0.0]])
+    values = torch.tensor([[0.5], [1.0], [10.0], [2.0], [3.0], [6.0], [7.0]])
+    term = torch.tensor([[0], [0], [0], [0], [1], [0]], dtype=torch.bool)
+    trunc = torch.tensor([[0], [1], [0], [0], [0], [0]], dtype=torch.bool)
+    valid = torch.tensor([[1], [1], [0], [1], [1], [0]], dtype=torch.bool)
+    adv, ret = gae(rewards, values, term, trunc, valid, g, lam)
+    d1 = 2.0 + g * 10.0 - 1.0  # truncated: bootstraps from V(final obs)
+    d0 = 1.0 + g * 1.0 - 0.5
+    d4 = 4.0 - 3.0  # terminated: no bootstrap, nothing from the next episode
+    d3 = 3.0 + g * 3.0 - 2.0
+    expected = [d0 + g * lam * d1, d1, 0.0, d3 + g * lam * d4, d4, 0.0]
+    torch.testing.assert_close(adv[:, 0], torch.tensor(expected))
+    torch.testing.assert_close(ret[:, 0], torch.tensor(expected) + values[:6, 0] * valid[:, 0])
+
+
+class _Fixed(gym.Env):
+    """Obs = the step index within the episode; ``end`` decides how episodes end at step 3."""
+
+    observation_space = gym.spaces.Box(0.0, 10.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(3)
+
+    def __init__(self, end: str = "truncate") -> None:
+        self.end, self.t = end, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == 3
+        obs = np.array([self.t, 1.0], np.float32)
+        return obs, 1.0, done and self.end == "terminate", done and self.end == "truncate", {}
+
+
+@pytest.mark.parametrize("end", ["truncate", "terminate"])
+def test_collector_reset_step_is_not_a_loss_term_and_carries_the_bootstrap(end: str) -> None:
+    factory = resolve_env("tests.test_pg_sequences:_Fixed", {"end": end})
+    net = _net()
+    col = Collector(factory.make_vector, 2, seed=0)
+    col.reset([0, 1])
+    r = col.collect(net, None, 9, seq_len=9)
+    # Episodes of 3 steps, then a reset step: valid pattern 1 1 1 0 | 1 1 1 0 | 1.
+    expected_valid = torch.tensor([1, 1, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    assert torch.equal(r["valid"][:, 0], expected_valid)
+    assert torch.equal(r["episode_start"][:, 0], torch.tensor([1, 0, 0, 0, 1, 0, 0, 0, 1]) > 0)
+    assert r["rewards"][3, 0] == 0 and r["rewards"][2, 0] == 1
+    flag = r["truncated"] if end == "truncate" else r["terminated"]
+    assert torch.equal(flag[:, 0], torch.tensor([0, 0, 1, 0, 0, 0, 1, 0, 0]) > 0)
+    assert r["episode_lengths"] == [3] * 4 and r["episode_returns"] == [3.0] * 4
+    # The reset step's value is V(final obs | the ended episode's history): recompute it.
+    x = r["x"][:, :1]
+    _, v = net.unroll(x[:4], [s[:1] for s in net.init_state(2)], r["episode_start"][:4, :1])
+    torch.testing.assert_close(r["values"][3, 0], v[3, 0].detach())
+    adv, _ = gae(r["rewards"], r["values"], r["terminated"], r["truncated"], r["valid"], 0.9, 1.0)
+    boot = 0.9 * r["values"][3, 0] if end == "truncate" else 0.0
+    torch.testing.assert_close(adv[2, 0], 1.0 + boot - r["values"][2, 0])
+
+
+def _ppo(n_steps: int, seq_len: int, action: gym.Space | None = None) -> PPO:
+    factory = resolve_env("evolstm/CartPoleNoVel-v0")
+    obs_space, act_space = factory.spaces()
+    spec = PolicySpec(obs_space, act_space, hidden=6)
+    ctx = AgentContext(spec, 0, None, factory.make_vector)  # type: ignore[arg-type]
+    opts = PPO.Options(num_envs=3, n_steps=n_steps, seq_len=seq_len, epochs=1)
+    return PPO(opts, ctx)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_garbage_in_padded_and_reset_steps_changes_neither_loss_nor_gradient(fused) -> None:
+    agent = _ppo(n_steps=90, seq_len=16)  # 90 = 5 * 16 + 10: the last sequence is padded
+    rollout, _ = agent.collect(steps=90, seq_len=16)
+    adv, ret = agent.advantages(rollout)
+    data = agent.batch(rollout, adv, ret)
+    invalid = ~data["valid"]
+    assert invalid[-6:, -3:].all() and invalid[:-6].sum() > 0  # padding and reset steps
+
+    def loss_and_grad(d):
+        agent.net.zero_grad()
+        loss, stats = ppo_loss(agent.net, d, 0.2, agent.options, fused)
+        loss.backward()
+        return loss.detach(), stats, [p.grad.clone() for p in agent.net.parameters()]
+
+    clean = loss_and_grad(data)
+    dirty = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in data.items()}
+    g = torch.Generator().manual_seed(5)
+    for key in ("x", "logp", "values", "advantages", "returns"):
+        noise = torch.randn(dirty[key].shape, generator=g) * 1e3
+        mask = invalid if dirty[key].dim() == 2 else invalid[..., None]
+        dirty[key] = torch.where(mask, noise, dirty[key])
+    dirty["logp"] = torch.where(invalid, torch.tensor(float("nan")), dirty["logp"])
+    dirty["actions"] = torch.where(invalid, torch.full_like(dirty["actions"], 1), data["actions"])
+    got = loss_and_grad(dirty)
+    assert torch.equal(clean[0], got[0]) and clean[1] == got[1]
+    for a, b in zip(clean[2], got[2], strict=True):
+        assert torch.equal(a, b)
