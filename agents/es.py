@@ -45,10 +45,10 @@ class ESOptions(AgentOptions):
     obs_norm: bool = pydantic.Field(True, description="normalise observations (running stats)")
 
 
-# Every class an EvoTorch searcher's state refers to (found by pickling all six searchers
-# after a few generations): the allowlist of :func:`evolstm.safe_pickle.loads`, so a
-# checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
-SEARCHER_CLASSES = frozenset(
+# Every class (and bound method) an EvoTorch searcher's state refers to, found by pickling
+# all six searchers after a few generations: the allowlist of evolstm.safe_pickle.loads, so
+# a checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
+SEARCHER_ALLOWLIST = frozenset(
     {
         "agents._evotorch.EvaluatorProblem",
         "evolstm.evaluation.EvaluationResult",
@@ -73,6 +73,14 @@ SEARCHER_CLASSES = frozenset(
         "evotorch.optimizers.Adam",
         "evotorch.tools.hook.Hook",
         "torch.optim.adam.Adam",
+        # bound methods stored in the searchers' status reporters and hooks
+        "evotorch.algorithms.cmaes.CMAES._get_center",
+        "evotorch.algorithms.cmaes.CMAES._get_sigma",
+        *(
+            f"evotorch.algorithms.distributed.gaussian.{cls}.{method}"
+            for cls in ("CEM", "PGPE", "SNES", "XNES")
+            for method in ("_get_mu", "_get_sigma", "_step_non_distributed")
+        ),
     }
 )
 
@@ -120,6 +128,7 @@ class EvoTorchAgent(Agent):
             metrics[key] = metrics.get(key, 0.0) + value  # selection env steps add up
         if result.successes is not None:
             metrics["success_rate"] = float(result.successes.mean())
+        metrics.update(result.timings)  # time_env_s, time_policy_s (+ time_ray_s on Ray)
         if "stdev" in self.searcher.status:
             metrics["stdev_mean"] = float(torch.as_tensor(self.searcher.status["stdev"]).mean())
         return metrics
@@ -143,7 +152,7 @@ class EvoTorchAgent(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         # The evaluator (env handles, Ray actors) is not state; the rest goes through
-        # safe_pickle: tensors plus a pickle that names only SEARCHER_CLASSES.
+        # safe_pickle: tensors plus a pickle that names only SEARCHER_ALLOWLIST.
         evaluator, self.problem.evaluator = self.problem.evaluator, None
         try:
             searcher = safe_pickle.dumps(self.searcher)
@@ -156,7 +165,7 @@ class EvoTorchAgent(Agent):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        searcher = safe_pickle.loads(state["searcher"], SEARCHER_CLASSES)
+        searcher = safe_pickle.loads(state["searcher"], SEARCHER_ALLOWLIST)
         searcher.problem.evaluator = self.ctx.evaluator
         self.searcher = searcher
         self.problem = searcher.problem

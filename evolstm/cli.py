@@ -10,7 +10,9 @@
     evolstm agents
 
 A :class:`~evolstm.errors.ConfigError` anywhere prints ``error: <one line>`` to stderr and
-exits with status 2 (no traceback), like argparse's own usage errors.
+exits with status 2 (no traceback), like argparse's own usage errors. An
+:class:`~evolstm.errors.EnvError` (the env raised or returned NaN mid-run) prints one line too
+and exits with status 1; its traceback is in the run folder's ``error.log``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evolstm.errors import ConfigError
+from evolstm.errors import ConfigError, EnvError
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from evolstm.policy import PolicySpec
 
 EXIT_CONFIG_ERROR = 2
+EXIT_RUN_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -275,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except EnvError as err:  # one line; the trainer kept the traceback in the run folder
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

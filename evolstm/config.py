@@ -54,6 +54,11 @@ class EnvConfig(_Section):
     id: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     wrappers: list[WrapperConfig] = Field(default_factory=list)
+    # error: a NaN/inf observation or reward stops the run naming env, member and step;
+    # penalize: that episode ends and scores as the generation's worst return
+    on_nan: Literal["error", "penalize"] = "error"
+    # episodes longer than this are truncated (null: the registered limit, else 100,000)
+    max_episode_steps: StrictInt | None = Field(None, ge=1)
 
     @field_validator("wrappers", mode="before")
     @classmethod
@@ -117,6 +122,8 @@ class CheckpointConfig(_Section):
 class RayConfig(_Section):
     address: str | None = None
     num_workers: StrictInt = Field(0, ge=0)
+    # a shard not back after this long counts as lost: its actor is replaced, the shard re-run
+    shard_timeout_s: float = Field(600.0, gt=0)
 
     @field_validator("address")
     @classmethod

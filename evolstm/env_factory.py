@@ -24,6 +24,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from evolstm.errors import ConfigError
 
 EnvKind = Literal["registered", "creator"]
+OnNan = Literal["error", "penalize"]
+# The bound on an episode of an env that declares no max_episode_steps (one warning when hit).
+DEFAULT_MAX_EPISODE_STEPS = 100_000
 
 OTHER_FORMS = (
     "or any registered gymnasium id, gymnasium's 'module:EnvId' form, "
@@ -86,12 +89,28 @@ class EnvFactory:
     :param wrappers: ``[{"path": "module:Wrapper", "kwargs": {...}}, ...]``, applied in order.
     :param kind: ``"registered"`` (through gymnasium's registry) or ``"creator"`` (an env
         class or factory called directly); set by :func:`resolve_env`.
+    :param on_nan: a non-finite observation or reward is an error (``"error"``), or ends that
+        episode scored as the evaluation's worst return (``"penalize"``).
+    :param max_episode_steps: the rollout engine ends (truncates) longer episodes; ``None``:
+        the registered limit, else :data:`DEFAULT_MAX_EPISODE_STEPS`.
     """
 
     id: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: list[dict[str, Any]] = field(default_factory=list)
     kind: EnvKind = "registered"
+    on_nan: OnNan = "error"
+    max_episode_steps: int | None = None
+
+    def episode_step_limit(self) -> tuple[int, bool]:
+        """``(limit, chosen)``: the step bound of an episode and whether the user or the
+        env's registration chose it (``False``: the default, hitting it is worth a warning)."""
+        if self.max_episode_steps is not None:
+            return self.max_episode_steps, True
+        spec = self.env_spec()
+        if spec is not None and spec.max_episode_steps is not None:
+            return int(spec.max_episode_steps), True
+        return DEFAULT_MAX_EPISODE_STEPS, False
 
     def make(self) -> gym.Env:
         """One env with the wrappers applied in order."""

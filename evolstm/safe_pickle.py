@@ -15,8 +15,8 @@ does, but ``pickle.loads`` runs whatever the file names. So:
   list of harmless callables (``OrderedDict``, ``slice``, ...). Everything else -- any other
   global, calling a class, protocol 0/1 instance opcodes -- raises :class:`UnsafePickleError`.
   ``getattr`` (which pickle uses for bound methods, and which reaches any function through
-  ``__globals__``) never appears: bound methods are rebuilt from ``(object, name)`` with
-  non-dunder names only.
+  ``__globals__``) never appears: bound methods are rebuilt from ``(object, name)``, and
+  ``"module.Class.method"`` must be on the allowlist too.
 """
 
 from __future__ import annotations
@@ -217,10 +217,12 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python one: its opcod
             owner, name = pid[1], pid[2]
             if not isinstance(name, str) or name.startswith("__") or not name.isidentifier():
                 raise UnsafePickleError(f"method name {name!r} is not allowed")
-            if _qualname(type(owner)) not in self.allowed_classes or not inspect.isfunction(
+            qualname = f"{_qualname(type(owner))}.{name}"
+            if qualname not in self.allowed_classes or not inspect.isfunction(
                 inspect.getattr_static(type(owner), name, None)
             ):
-                raise UnsafePickleError(f"method {name!r} of {type(owner)!r} is not allowed")
+                raise UnsafePickleError(f"method {qualname!r} is not on the allowlist")
+            self.resolved.add(qualname)
             return getattr(owner, name)
         raise UnsafePickleError(f"unknown persistent id kind {kind!r}")
 

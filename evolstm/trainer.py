@@ -8,12 +8,15 @@ A run folder ``runs/<name>-<timestamp>/`` receives ``config.yaml``, ``metrics.js
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import pickle
 import random
+import shutil
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +39,7 @@ from evolstm.checkpoint import (
 )
 from evolstm.config import RunConfig, check_ray_address, resolve_agent
 from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.errors import ConfigError, FileFormatError
+from evolstm.errors import ConfigError, EnvError, FileFormatError
 from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
 from evolstm.loggers import (
     METRICS_FILE,
@@ -47,11 +50,12 @@ from evolstm.loggers import (
     WandbLogger,
 )
 from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy
+from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 POLICY_FILE = "policy.pt"
+ERROR_LOG = "error.log"  # the traceback of an env failure (the console gets one line)
 # The trainer's own counters; an agent's metrics of these names are replaced by them.
 RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_s"})
 # The in-memory snapshot of the last completed iteration (what an error or interrupt saves)
@@ -105,9 +109,12 @@ def evaluate_vector(
 
 
 def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
-    """The policy network for the task's single observation/action spaces and ``policy:``."""
+    """The policy network for the task's single observation/action spaces and ``policy:``.
+
+    :raises ConfigError: a space no policy supports (listing the supported ones).
+    """
     observation_space, action_space = factory.spaces()
-    return PolicySpec(
+    spec = PolicySpec(
         observation_space,
         action_space,
         cell=cfg.policy.cell,
@@ -115,10 +122,18 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
         layers=cfg.policy.layers,
         memory=cfg.policy.memory,
     )
+    try:
+        build_layout(spec)  # builds the observation encoder and the action head
+    except ValueError as err:
+        raise ConfigError(f"env.id {cfg.env.id!r}: {err}") from None
+    return spec
 
 
 def env_factory_for(cfg: RunConfig) -> EnvFactory:
-    return resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
+    factory = resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
+    factory.on_nan = cfg.env.on_nan
+    factory.max_episode_steps = cfg.env.max_episode_steps
+    return factory
 
 
 def new_run_dir(runs_root: Path, name: str) -> Path:
@@ -178,13 +193,15 @@ def _restore(agent: Agent, checkpoint: dict[str, Any], run_dir: Path) -> None:
 
 
 def _build_evaluator(
-    factory: EnvFactory, spec: PolicySpec, address: str | None, workers: int
+    factory: EnvFactory, spec: PolicySpec, address: str | None, workers: int, timeout: float
 ) -> Evaluator:
     if address is None:
         return PopulationEvaluator(factory, spec)
     from evolstm.ray_evaluator import RayEvaluator
 
-    return RayEvaluator(factory, spec, num_workers=workers, address=address)
+    return RayEvaluator(
+        factory, spec, num_workers=workers, address=address, shard_timeout_s=timeout
+    )
 
 
 def _build_loggers(
@@ -204,15 +221,23 @@ def _build_loggers(
         loggers.append(JsonlLogger(run_dir / METRICS_FILE, keep_up_to=keep_up_to))
         wandb_cfg = cfg.logging.wandb
         if wandb_cfg.mode != "disabled":
-            loggers.append(
-                WandbLogger(
+            try:
+                wandb_logger = WandbLogger(
                     run_dir,
                     cfg.to_yaml_dict(),
                     mode=wandb_cfg.mode,
                     project=wandb_cfg.project,
                     group=wandb_cfg.group,
                 )
-            )
+            except Exception as err:  # W&B is a view on the run, never a reason to stop it
+                first = (str(err).strip().splitlines() or [""])[0][:160]
+                print(
+                    f"warning: W&B unavailable ({type(err).__name__}: {first}); the run goes on "
+                    f"without it (metrics in {run_dir / METRICS_FILE})",
+                    file=sys.stderr,
+                )
+            else:
+                loggers.append(wandb_logger)
     except BaseException:
         FanOutLogger(loggers).close()
         raise
@@ -261,17 +286,70 @@ def train(
         _check_resumable(checkpoint["config"], cfg, run_dir)
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
-    if checkpoint is None:
-        run_dir = new_run_dir(Path(runs_root), cfg.name)
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+    if address not in (None, "local"):
+        from evolstm.ray_evaluator import check_reachable
 
+        check_reachable(address)  # seconds, not minutes, and before any folder is made
+    if checkpoint is None:
+        run_dir = _writable_run_dir(Path(runs_root), cfg)
+    else:
+        _write_config(run_dir, cfg, "--resume")
+    try:
+        return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
+    except EnvError as err:
+        log = run_dir / ERROR_LOG
+        with contextlib.suppress(OSError):
+            log.write_text(f"{err}\n\n{err.details}{traceback.format_exc()}")
+        err.args = (f"{err.args[0]}; traceback in {log}{getattr(err, 'resume_note', '')}",)
+        raise
+
+
+def _write_config(run_dir: Path, cfg: RunConfig, what: str) -> None:
+    try:
+        atomic_write_text(
+            run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False)
+        )
+    except OSError as err:
+        raise ConfigError(f"{what} {run_dir}: cannot write there ({err.strerror or err})") from None
+
+
+def _writable_run_dir(runs_root: Path, cfg: RunConfig) -> Path:
+    """A new run folder with its ``config.yaml``, or a :class:`ConfigError` before training
+    when the folder cannot be created or written (read-only, full disk)."""
+    try:
+        run_dir = new_run_dir(runs_root, cfg.name)
+    except OSError as err:
+        raise ConfigError(
+            f"--runs-dir {runs_root}: cannot create a run folder there ({err.strerror or err})"
+        ) from None
+    try:
+        _write_config(run_dir, cfg, "--runs-dir")
+    except ConfigError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def _train_in(
+    cfg: RunConfig,
+    agent_cls: type[Agent],
+    options: Any,
+    factory: EnvFactory,
+    spec: PolicySpec,
+    address: str | None,
+    checkpoint: dict[str, Any] | None,
+    run_dir: Path,
+) -> Path:
+    """The body of :func:`train` once the run folder exists."""
     seed_everything(cfg.seed)
     progress = RunProgress()
     closers: list[Any] = []
     try:
         # The pg family collects on its own Ray actors (ctx.ray_address); no Ray evaluator.
         pg = agent_cls.family == "pg"
-        evaluator = _build_evaluator(factory, spec, None if pg else address, cfg.ray.num_workers)
+        evaluator = _build_evaluator(
+            factory, spec, None if pg else address, cfg.ray.num_workers, cfg.ray.shard_timeout_s
+        )
         closers.append(evaluator)
         held_out = PopulationEvaluator(factory, spec)
         closers.append(held_out)
@@ -381,10 +459,16 @@ def _loop(
         # half-way through an update now), so `--resume` continues exactly from there.
         if last_payload is not None and last_payload["iteration"] > saved_iteration:
             path = save_checkpoint(run_dir, last_payload["iteration"], last_payload)
-            print(
-                f"{type(err).__name__} after iteration {last_payload['iteration']}: "
-                f"checkpoint saved to {path}; continue with --resume {run_dir}",
-                file=sys.stderr,
+            note = f"checkpoint saved to {path}; continue with --resume {run_dir}"
+            if not isinstance(err, EnvError):  # an EnvError says it in its own line
+                print(
+                    f"{type(err).__name__} after iteration {last_payload['iteration']}: {note}",
+                    file=sys.stderr,
+                )
+            saved_iteration = last_payload["iteration"]
+        if isinstance(err, EnvError) and saved_iteration > 0:
+            err.resume_note = (
+                f"; last checkpoint: iteration {saved_iteration}, continue with --resume {run_dir}"
             )
         raise
 

@@ -35,23 +35,33 @@ def _held_out(agent, evaluator, n=16, seed=0):
     return float(evaluator.evaluate(vector, seeds, obs_norm=agent.obs_normalizer()).returns.mean())
 
 
+def _untimed(metrics: dict) -> dict:
+    """The metrics without the wall-clock time split (``time_env_s`` & co.)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("time_")}
+
+
 def test_the_six_evotorch_agents_are_registered():
     assert set(EVOTORCH_AGENTS) == {"pgpe", "cmaes", "snes", "xnes", "cem", "cosyne"}
 
 
+# PGPE's default centre learning rate (0.1) barely moves in 12 generations of 16 members.
+LEARNING_OPTIONS = {"pgpe": {"center_lr": 0.3}}
+
+
 @pytest.mark.parametrize("name", EVOTORCH_AGENTS)
 def test_agent_improves_on_cartpole_novel(name):
-    agent, evaluator = _make(name, CARTPOLE, popsize=16, episodes=2, stdev_init=0.3)
+    """The policy the agent would save now must do better on held-out episodes (seeds no
+    generation trained on) than the policy it started from: a learning test that can fail.
+    Measured with these seeds: 9.1 before; 23.6 (snes) to 50.2 (cosyne) after."""
+    options = {"popsize": 16, "episodes": 2, "stdev_init": 0.3, **LEARNING_OPTIONS.get(name, {})}
+    agent, evaluator = _make(name, CARTPOLE, **options)
     before = _held_out(agent, evaluator)
-    best = []
     for _ in range(12):
         metrics = agent.step()
         assert metrics["env_steps"] > 0
-        assert metrics["return_max"] >= metrics["return_mean"]
-        best.append(metrics["return_max"])
-    after = max(before, _held_out(agent, evaluator))
-    assert max(best) > before + 20, (before, best)
-    assert after >= before
+        assert metrics["return_max"] >= metrics["return_mean"] >= metrics["return_min"]
+    after = _held_out(agent, evaluator)
+    assert after > 2 * before and after > before + 10, (name, before, after)
 
 
 @pytest.mark.parametrize("name", EVOTORCH_AGENTS)
@@ -64,7 +74,7 @@ def test_state_dict_resumes_exactly(name):
     twin.load_state_dict(state)
     for _ in range(2):
         a, b = agent.step(), twin.step()
-        assert a == b
+        assert _untimed(a) == _untimed(b)
     torch.testing.assert_close(agent.policy_vector(), twin.policy_vector(), rtol=0, atol=0)
 
 

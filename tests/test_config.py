@@ -33,13 +33,19 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
     assert cfg.to_yaml_dict() == {
         "name": "run",
         "seed": 0,
-        "env": {"id": "evolstm/TMaze-v0", "kwargs": {}, "wrappers": []},
+        "env": {
+            "id": "evolstm/TMaze-v0",
+            "kwargs": {},
+            "wrappers": [],
+            "on_nan": "error",
+            "max_episode_steps": None,
+        },
         "policy": {"cell": "lstm", "hidden": 16, "layers": 1, "memory": True},
         "agent": {"name": "fake", "popsize": 3, "episodes": 2, "sigma": 0.5},
         "budget": {"env_steps": DEFAULT_ENV_STEPS, "iterations": None, "seconds": None},
         "eval": {"every": 10, "episodes": 32},
         "checkpoint": {"every": 10},
-        "ray": {"address": None, "num_workers": 0},
+        "ray": {"address": None, "num_workers": 0, "shard_timeout_s": 600.0},
         "logging": {
             "wandb": {"mode": "offline", "project": "evolstm", "group": None},
             "console": True,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -51,16 +57,75 @@ def test_same_fitness_with_and_without_ray(local_ray, factory):
     assert sharded.env_steps == local.env_steps
 
 
-def test_dead_actor_shard_is_rerun(local_ray):
+def _slow(tmp_path, **kwargs) -> EnvFactory:
+    return resolve_env("tests.fault_envs:SlowEnv", {"delay_s": 0.01, **kwargs})
+
+
+def test_actor_killed_while_evaluating_its_shard_is_replaced_and_the_result_unchanged(
+    local_ray, tmp_path
+):
     from evolstm.ray_evaluator import RayEvaluator
 
-    spec, vectors = _setup(CARTPOLE, pop=6)
+    busy = tmp_path / "busy"
+    factory = _slow(tmp_path, busy_file=str(busy))
+    spec, vectors = _setup(factory, pop=6)
     seeds = episode_seeds(4, 0, 0, 2)
-    expected = PopulationEvaluator(CARTPOLE, spec).evaluate(vectors, seeds)
-    remote = RayEvaluator(CARTPOLE, spec, num_workers=2, address="local")
+    expected = PopulationEvaluator(factory, spec).evaluate(vectors, seeds)
+    remote = RayEvaluator(factory, spec, num_workers=2, address="local")
+    victim = remote.workers[0]
+    victim_busy = Path(f"{busy}-{ray.get(victim.__ray_call__.remote(lambda self: os.getpid()))}")
+
+    def kill_when_busy() -> None:
+        while not victim_busy.exists():  # the victim's env has begun stepping its shard
+            time.sleep(0.005)
+        ray.kill(victim, no_restart=True)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
     try:
-        ray.kill(remote.workers[0], no_restart=True)
+        result = remote.evaluate(vectors, seeds)
+    finally:
+        killer.join()
+        remote.close()
+    assert remote.replacements == 1
+    np.testing.assert_array_equal(result.returns, expected.returns)
+    np.testing.assert_array_equal(result.lengths, expected.lengths)
+
+
+def test_hung_actor_times_out_is_replaced_and_its_shard_rerun(local_ray, tmp_path):
+    from evolstm.ray_evaluator import RayEvaluator
+
+    hang = tmp_path / "hang"
+    factory = _slow(tmp_path, hang_file=str(hang))
+    spec, vectors = _setup(factory, pop=4)
+    seeds = episode_seeds(6, 0, 0, 2)
+    hang.touch()  # the reference run must not hang
+    expected = PopulationEvaluator(factory, spec).evaluate(vectors, seeds)
+    hang.unlink()  # the first env to step on Ray now hangs for an hour
+    remote = RayEvaluator(factory, spec, num_workers=2, address="local", shard_timeout_s=4)
+    try:
         result = remote.evaluate(vectors, seeds)
     finally:
         remote.close()
+    assert remote.replacements == 1
     np.testing.assert_array_equal(result.returns, expected.returns)
+    assert set(result.timings) == {"time_env_s", "time_policy_s", "time_ray_s"}
+
+
+def test_env_error_on_a_worker_names_the_worker_and_the_global_member(local_ray):
+    from evolstm.errors import EnvError
+    from evolstm.ray_evaluator import RayEvaluator
+
+    factory = resolve_env("tests.fault_envs:FaultyEnv", {"mode": "raise_step", "at_step": 2})
+    spec, vectors = _setup(factory, pop=4)
+    remote = RayEvaluator(factory, spec, num_workers=2, address="local")
+    try:
+        with pytest.raises(EnvError) as info:
+            remote.evaluate(vectors, [1, 2])
+    finally:
+        remote.close()
+    message = str(info.value)
+    assert "step() raised RuntimeError: step failed on purpose at step 2" in message
+    # shard 0 holds members 0-1, shard 1 members 2-3: the member is counted in the population
+    assert re.search(r"member (0|2), episode 0 \(slot 0\), on Ray worker (0|1) \(pid \d+", message)
+    assert ("member 0" in message) == ("worker 0" in message)

@@ -47,7 +47,10 @@ def _lines(run_dir: Path) -> list[dict]:
 
 
 def _without_timing(lines: list[dict]) -> list[dict]:
-    return [{k: v for k, v in line.items() if k not in TIMING_KEYS} for line in lines]
+    return [
+        {k: v for k, v in line.items() if k not in TIMING_KEYS and not k.startswith("time_")}
+        for line in lines
+    ]
 
 
 def reference_eval(policy: RecurrentPolicy, seeds: list[int]) -> np.ndarray:
