@@ -290,6 +290,22 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
         info = {"success": truncated and not terminated} if terminated or truncated else {}
         return self.task.observe(state)[0], float(reward[0]), terminated, truncated, info
 
+    def success_test(self, make_policy_fn: Callable[[], PolicyFn]) -> dict[str, Any]:
+        """The task's own "solved" (see :mod:`evolstm.success`), Gomez et al. (2008): the
+        policy balances ``SUCCESS_STEPS`` (100,000) steps from the standard start, and, with
+        two poles, also balances at least ``GENERALIZATION_PASS`` (200) of the 625
+        generalisation starts. Independent of this env's ``reward``/``max_steps``."""
+        poles, velocities = self.task.poles, self.task.velocities
+        steps = balance_steps(make_policy_fn(), poles=poles, velocities=velocities)
+        out: dict[str, Any] = {"balance_steps": steps}
+        solved = steps >= SUCCESS_STEPS
+        if poles == 2:
+            out["generalization"] = generalization_test(
+                make_policy_fn(), poles=poles, velocities=velocities
+            )
+            solved = solved and out["generalization"] >= GENERALIZATION_PASS
+        return {"solved": solved, **out}
+
 
 class PoleBalancingVectorEnv(BatchedEnv):
     """N pole-balancing carts stepped as one numpy array; slot ``i`` equals a
@@ -356,6 +372,30 @@ GENERALIZATION_RANGES = (2.16, 1.35, np.deg2rad(3.6), np.deg2rad(8.6))
 GENERALIZATION_STEPS = 1_000
 
 PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+SUCCESS_STEPS = 100_000
+GENERALIZATION_PASS = 200
+
+
+def balance_steps(
+    policy_fn: PolicyFn, *, poles: int = 2, velocities: bool = False, steps: int = SUCCESS_STEPS
+) -> int:
+    """Steps the policy balances from the standard start, at most ``steps`` (standard
+    fitness); ``policy_fn`` as in :func:`generalization_test`."""
+    env = PoleBalancingVectorEnv(1, poles=poles, velocities=velocities, max_steps=steps)
+    obs, _ = env.reset(seed=0)
+    episode_start = np.ones(1, dtype=bool)
+    try:
+        for t in range(steps):
+            actions = np.asarray(policy_fn(obs, episode_start), dtype=np.float32).reshape(1, 1)
+            obs, _, terminated, _, _ = env.step(actions)
+            episode_start[:] = False
+            if terminated[0]:
+                return t
+    finally:
+        env.close()
+    return steps
 
 
 def generalization_starts(poles: int = 2) -> np.ndarray:

@@ -54,6 +54,8 @@ only bounds episodes of a policy that never turns at the junction).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -177,6 +179,28 @@ class TMazeEnv(gym.Env):
         info = {"success": bool(success[0])} if terminated[0] or truncated else {}
         obs = tmaze_observe(self._position, self._goal_north, self.config.length)[0]
         return obs, float(reward[0]), bool(terminated[0]), bool(truncated), info
+
+    def success_test(self, make_policy_fn: Callable[[], Any]) -> dict[str, Any]:
+        """The task's own "solved" (see :mod:`evolstm.success`): the deterministic policy
+        reaches the goal arm for both road signs. The maze is deterministic given the goal
+        side, so these two episodes decide every episode the policy can meet."""
+        policy_fn = make_policy_fn()
+        env = TMazeVectorEnv(2, **dataclasses.asdict(self.config))
+        env.reset(seed=0)
+        env.goal_north[:] = [True, False]
+        obs = env._observe()
+        episode_start = np.ones(2, dtype=bool)
+        success = np.zeros(2, dtype=bool)
+        alive = np.ones(2, dtype=bool)
+        while alive.any():
+            obs, _, terminated, truncated, info = env.step(policy_fn(obs, episode_start))
+            episode_start[:] = False
+            ended = alive & (terminated | truncated)
+            if ended.any():
+                success[ended] = np.asarray(info["success"])[ended]
+            alive &= ~ended
+        env.close()
+        return {"solved": bool(success.all()), "goals_found": int(success.sum())}
 
 
 class TMazeVectorEnv(BatchedEnv):

@@ -51,6 +51,7 @@ from evolstm.loggers import (
 )
 from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
+from evolstm.success import task_success
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -491,12 +492,18 @@ def _finish(
         evaluation = evaluate_vector(
             held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes), agent.obs_normalizer()
         )
+    # The task's own success test when it defines one, else its registered reward_threshold.
+    success = task_success(factory, spec, vector, agent.obs_normalizer()) or {}
     threshold = factory.reward_threshold
+    solved = success.pop("solved", None)
+    if solved is None and threshold is not None:
+        solved = evaluation["eval_return_mean"] >= threshold
     summary = {
         **evaluation,
+        **success,
         "env_steps": progress.env_steps,
         "wall_time": progress.wall_time,
-        "solved": None if threshold is None else evaluation["eval_return_mean"] >= threshold,
+        "solved": solved,
         "iterations": progress.iteration,
         "run_dir": str(run_dir),
     }
