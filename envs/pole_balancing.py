@@ -58,6 +58,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import render
 from envs.batched import BatchedEnv
 
 CART_MASS = 1.0
@@ -237,7 +238,7 @@ def make_task(
     return PoleTask(int(poles), bool(velocities), reward, int(max_steps), start)
 
 
-class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
+class PoleBalancingEnv(render.RenderedEnv, gym.Env[np.ndarray, np.ndarray]):
     """One or two poles on a cart (Gomez et al. 2008, Appendix A); see the module docstring.
 
     :param poles: 1 or 2.
@@ -245,9 +246,10 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
     :param reward: ``"standard"`` or ``"damping"``.
     :param max_steps: episode length limit (default 100,000 standard, 1,000 damping).
     :param initial_state: start state ``[2 + 2 poles]`` (default: long pole at 0.07 rad).
+    :param render_mode: ``None``, ``"rgb_array"`` (600 x 400 frames) or ``"human"``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render.RENDER_MODES, "render_fps": 50}
 
     def __init__(
         self,
@@ -256,7 +258,9 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
         reward: str = "standard",
         max_steps: int | None = None,
         initial_state: Sequence[float] | np.ndarray | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        self.render_mode = render.check_render_mode(render_mode)
         self.task = make_task(poles, velocities, reward, max_steps, initial_state)
         self.observation_space = self.task.observation_space()
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
@@ -273,7 +277,15 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = 0
         self._window[:] = 0.0
         self._balanced[:] = 0
+        self._render_human()
         return self.task.observe(self.state[None])[0], {}
+
+    def frame(self) -> np.ndarray:
+        """The cart and its poles (``uint8 [400, 600, 3]``)."""
+        angles = [float(a) for a in self.state[2::2]]
+        return render.cart_and_poles(
+            float(self.state[0]), angles, [float(h) for h in HALF_LENGTHS[: self.task.poles]]
+        )
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         state = advance(self.state[None], np.asarray(action).reshape(1, 1))
@@ -288,7 +300,24 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
             reward = (~fail).astype(np.float64)
         terminated = bool(fail[0])
         info = {"success": truncated and not terminated} if terminated or truncated else {}
+        self._render_human()
         return self.task.observe(state)[0], float(reward[0]), terminated, truncated, info
+
+    def success_test(self, make_policy_fn: Callable[[], PolicyFn]) -> dict[str, Any]:
+        """The task's own "solved" (see :mod:`evolstm.success`), Gomez et al. (2008): the
+        policy balances ``SUCCESS_STEPS`` (100,000) steps from the standard start, and, with
+        two poles, also balances at least ``GENERALIZATION_PASS`` (200) of the 625
+        generalisation starts. Independent of this env's ``reward``/``max_steps``."""
+        poles, velocities = self.task.poles, self.task.velocities
+        steps = balance_steps(make_policy_fn(), poles=poles, velocities=velocities)
+        out: dict[str, Any] = {"balance_steps": steps}
+        solved = steps >= SUCCESS_STEPS
+        if poles == 2:
+            out["generalization"] = generalization_test(
+                make_policy_fn(), poles=poles, velocities=velocities
+            )
+            solved = solved and out["generalization"] >= GENERALIZATION_PASS
+        return {"solved": solved, **out}
 
 
 class PoleBalancingVectorEnv(BatchedEnv):
@@ -356,6 +385,30 @@ GENERALIZATION_RANGES = (2.16, 1.35, np.deg2rad(3.6), np.deg2rad(8.6))
 GENERALIZATION_STEPS = 1_000
 
 PolicyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+SUCCESS_STEPS = 100_000
+GENERALIZATION_PASS = 200
+
+
+def balance_steps(
+    policy_fn: PolicyFn, *, poles: int = 2, velocities: bool = False, steps: int = SUCCESS_STEPS
+) -> int:
+    """Steps the policy balances from the standard start, at most ``steps`` (standard
+    fitness); ``policy_fn`` as in :func:`generalization_test`."""
+    env = PoleBalancingVectorEnv(1, poles=poles, velocities=velocities, max_steps=steps)
+    obs, _ = env.reset(seed=0)
+    episode_start = np.ones(1, dtype=bool)
+    try:
+        for t in range(steps):
+            actions = np.asarray(policy_fn(obs, episode_start), dtype=np.float32).reshape(1, 1)
+            obs, _, terminated, _, _ = env.step(actions)
+            episode_start[:] = False
+            if terminated[0]:
+                return t
+    finally:
+        env.close()
+    return steps
 
 
 def generalization_starts(poles: int = 2) -> np.ndarray:
