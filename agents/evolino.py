@@ -87,7 +87,7 @@ def solve_readout(
     d = targets.double()
     d = d.expand(n, *d.shape) if d.dim() == 2 else d
     if solver == "lstsq":
-        solution = torch.linalg.lstsq(phi, d, driver="gelsd").solution
+        solution = torch.linalg.lstsq(phi, d).solution
     else:
         gram = phi.transpose(1, 2) @ phi
         gram = gram + ridge * m * torch.eye(f + 1, dtype=torch.float64)
@@ -96,7 +96,7 @@ def solve_readout(
         solution = torch.cholesky_solve(rhs, chol)
         bad = info != 0
         if bad.any():
-            solution[bad] = torch.linalg.lstsq(phi[bad], d[bad], driver="gelsd").solution
+            solution[bad] = torch.linalg.lstsq(phi[bad], d[bad]).solution
     solution = torch.nan_to_num(solution).float()
     w, b = solution[:, :f], solution[:, f]
     return (w[0], b[0]) if unbatched else (w, b)

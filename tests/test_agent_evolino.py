@@ -100,9 +100,7 @@ def test_fitness_is_the_free_running_error_of_the_saved_policy():
 
 
 def test_evolino_learns_a_sine():
-    agent, env = _evolino(
-        "evolstm/Sines-v0", {"num_sines": 1}, hidden=10, subpop_size=12, trials=4
-    )
+    agent, env = _evolino("evolstm/Sines-v0", {"num_sines": 1}, hidden=10, subpop_size=12, trials=4)
     for _ in range(3):
         agent.step()
     result = env.success_test(policy_fn_maker(agent.ctx.policy_spec, agent.policy_vector()))
