@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import render
 from envs.batched import BatchedEnv
 
 GRAVITY = 9.8
@@ -106,15 +107,19 @@ def observation_space_for(observe: tuple[int, ...]) -> spaces.Box:
     return spaces.Box(-high, high, dtype=np.float32)
 
 
-class CartPoleNoVelEnv(gym.Env[np.ndarray, int]):
+class CartPoleNoVelEnv(render.RenderedEnv, gym.Env[np.ndarray, int]):
     """CartPole-v1 observing only ``state[observe]`` (default: position and angle).
 
     :param observe: indices into ``(x, x_dot, theta, theta_dot)`` to observe.
+    :param render_mode: ``None``, ``"rgb_array"`` (600 x 400 frames) or ``"human"``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render.RENDER_MODES, "render_fps": 50}
 
-    def __init__(self, observe: Sequence[int] = DEFAULT_OBSERVE) -> None:
+    def __init__(
+        self, observe: Sequence[int] = DEFAULT_OBSERVE, render_mode: str | None = None
+    ) -> None:
+        self.render_mode = render.check_render_mode(render_mode)
         self.observe = check_observe(observe)
         self.observation_space = observation_space_for(self.observe)
         self.action_space = spaces.Discrete(2)
@@ -128,7 +133,13 @@ class CartPoleNoVelEnv(gym.Env[np.ndarray, int]):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self.state = draw_start_state(self.np_random)
+        self._render_human()
         return self._obs(), {}
+
+    def frame(self) -> np.ndarray:
+        """The cart and its pole (``uint8 [400, 600, 3]``)."""
+        state = np.zeros(4) if self.state is None else self.state
+        return render.cart_and_poles(float(state[0]), [float(state[2])], [HALF_LENGTH])
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
@@ -138,6 +149,7 @@ class CartPoleNoVelEnv(gym.Env[np.ndarray, int]):
         state = cartpole_step(self.state[None], np.asarray([action]))
         self.state = state[0]
         terminated = bool(cartpole_failed(state)[0])
+        self._render_human()
         return self._obs(), 1.0, terminated, False, {}
 
 

@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import render
 from envs.batched import BatchedEnv
 
 MAX_SPEED = 8.0
@@ -82,15 +83,17 @@ def _spaces() -> tuple[spaces.Box, spaces.Box]:
     return observation, action
 
 
-class PendulumNoVelEnv(gym.Env[np.ndarray, np.ndarray]):
+class PendulumNoVelEnv(render.RenderedEnv, gym.Env[np.ndarray, np.ndarray]):
     """Pendulum-v1 observing ``(cos theta, sin theta)`` only.
 
     :param g: gravity (Pendulum-v1's default 10).
+    :param render_mode: ``None``, ``"rgb_array"`` (300 x 300 frames) or ``"human"``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render.RENDER_MODES, "render_fps": 30}
 
-    def __init__(self, g: float = DEFAULT_GRAVITY) -> None:
+    def __init__(self, g: float = DEFAULT_GRAVITY, render_mode: str | None = None) -> None:
+        self.render_mode = render.check_render_mode(render_mode)
         self.g = check_gravity(g)
         self.observation_space, self.action_space = _spaces()
         self.state: np.ndarray | None = None
@@ -100,13 +103,19 @@ class PendulumNoVelEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self.state = draw_start_state(self.np_random)
+        self._render_human()
         return observe(self.state[None])[0], {}
+
+    def frame(self) -> np.ndarray:
+        """The pendulum (``uint8 [300, 300, 3]``; upright at theta = 0)."""
+        return render.pendulum(0.0 if self.state is None else float(self.state[0]))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         state, reward = pendulum_step(self.state[None], np.asarray(action).reshape(1, 1), self.g)
         self.state = state[0]
+        self._render_human()
         return observe(state)[0], float(reward[0]), False, False, {}
 
 

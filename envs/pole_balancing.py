@@ -58,6 +58,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import render
 from envs.batched import BatchedEnv
 
 CART_MASS = 1.0
@@ -237,7 +238,7 @@ def make_task(
     return PoleTask(int(poles), bool(velocities), reward, int(max_steps), start)
 
 
-class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
+class PoleBalancingEnv(render.RenderedEnv, gym.Env[np.ndarray, np.ndarray]):
     """One or two poles on a cart (Gomez et al. 2008, Appendix A); see the module docstring.
 
     :param poles: 1 or 2.
@@ -245,9 +246,10 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
     :param reward: ``"standard"`` or ``"damping"``.
     :param max_steps: episode length limit (default 100,000 standard, 1,000 damping).
     :param initial_state: start state ``[2 + 2 poles]`` (default: long pole at 0.07 rad).
+    :param render_mode: ``None``, ``"rgb_array"`` (600 x 400 frames) or ``"human"``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render.RENDER_MODES, "render_fps": 50}
 
     def __init__(
         self,
@@ -256,7 +258,9 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
         reward: str = "standard",
         max_steps: int | None = None,
         initial_state: Sequence[float] | np.ndarray | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        self.render_mode = render.check_render_mode(render_mode)
         self.task = make_task(poles, velocities, reward, max_steps, initial_state)
         self.observation_space = self.task.observation_space()
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
@@ -273,7 +277,15 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = 0
         self._window[:] = 0.0
         self._balanced[:] = 0
+        self._render_human()
         return self.task.observe(self.state[None])[0], {}
+
+    def frame(self) -> np.ndarray:
+        """The cart and its poles (``uint8 [400, 600, 3]``)."""
+        angles = [float(a) for a in self.state[2::2]]
+        return render.cart_and_poles(
+            float(self.state[0]), angles, [float(h) for h in HALF_LENGTHS[: self.task.poles]]
+        )
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         state = advance(self.state[None], np.asarray(action).reshape(1, 1))
@@ -288,6 +300,7 @@ class PoleBalancingEnv(gym.Env[np.ndarray, np.ndarray]):
             reward = (~fail).astype(np.float64)
         terminated = bool(fail[0])
         info = {"success": truncated and not terminated} if terminated or truncated else {}
+        self._render_human()
         return self.task.observe(state)[0], float(reward[0]), terminated, truncated, info
 
     def success_test(self, make_policy_fn: Callable[[], PolicyFn]) -> dict[str, Any]:

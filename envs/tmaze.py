@@ -63,6 +63,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import render
 from envs.batched import BatchedEnv
 from envs.validation import require_int
 
@@ -135,16 +136,18 @@ def _checked_actions(actions: Any, num_envs: int) -> np.ndarray:
     return action
 
 
-class TMazeEnv(gym.Env):
+class TMazeEnv(render.RenderedEnv, gym.Env):
     """Single T-maze (see the module docstring).
 
     :param length: corridor length N >= 1 (steps from the start to the junction).
     :param step_limit: truncation after this many steps (None: ``2 * (N + 1)``).
     :param wall_penalty: extra reward of a move blocked by a wall (Bakker: -0.1).
     :param step_penalty: reward of every non-final step (default 0).
+    :param render_mode: ``None``, ``"rgb_array"`` or ``"human"`` (the corridor, the arms
+        with the goal arm green, the road sign at the start, the agent as a disc).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render.RENDER_MODES, "render_fps": 4}
 
     def __init__(
         self,
@@ -152,7 +155,9 @@ class TMazeEnv(gym.Env):
         step_limit: int | None = None,
         wall_penalty: float = -0.1,
         step_penalty: float = 0.0,
+        render_mode: str | None = None,
     ) -> None:
+        self.render_mode = render.check_render_mode(render_mode)
         self.config = TMazeConfig(length, step_limit, wall_penalty, step_penalty)
         self.observation_space = spaces.MultiBinary(3)
         self.action_space = spaces.Discrete(4)
@@ -167,7 +172,12 @@ class TMazeEnv(gym.Env):
         self._goal_north[0] = self.np_random.integers(2) == 1
         self._position[0] = 0
         self._steps = 0
+        self._render_human()
         return tmaze_observe(self._position, self._goal_north, self.config.length)[0], {}
+
+    def frame(self) -> np.ndarray:
+        """``uint8 [5 * 24, (length + 3) * 24, 3]``."""
+        return render.tmaze(self.config.length, int(self._position[0]), bool(self._goal_north[0]))
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         action_array = _checked_actions(action, 1)
@@ -178,6 +188,7 @@ class TMazeEnv(gym.Env):
         truncated = self._steps >= self.config.step_limit
         info = {"success": bool(success[0])} if terminated[0] or truncated else {}
         obs = tmaze_observe(self._position, self._goal_north, self.config.length)[0]
+        self._render_human()
         return obs, float(reward[0]), bool(terminated[0]), bool(truncated), info
 
     def success_test(self, make_policy_fn: Callable[[], Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 
     evolstm train CONFIG.yaml [key.sub=value ...] [--resume RUN_DIR] [--ray-address ADDR]
                   [--runs-dir DIR]
+    evolstm train --resume RUN_DIR [key.sub=value ...]     # the run's own config.yaml
     evolstm eval RUN_DIR|CHECKPOINT|POLICY [--episodes N] [--seed S] [--env ENV_ID]
+                 [--video OUT.gif|OUT.mp4]
     evolstm compare COMPARE.yaml [key.sub=value ...] [--ray-address ADDR] [--runs-dir DIR]
     evolstm envs
     evolstm agents
@@ -13,11 +15,15 @@ A :class:`~evolstm.errors.ConfigError` anywhere prints ``error: <one line>`` to 
 exits with status 2 (no traceback), like argparse's own usage errors. An
 :class:`~evolstm.errors.EnvError` (the env raised or returned NaN mid-run) prints one line too
 and exits with status 1; its traceback is in the run folder's ``error.log``.
+
+Like ``python -m evolstm``, the command puts the current folder first on ``sys.path``, so
+``env.id: "mymodule:MyEnv"`` (or a wrapper) finds ``mymodule.py`` beside the config.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,10 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evolstm", description="LSTM policies for POMDPs: neuroevolution and policy gradients."
     )
+    from evolstm import __version__
+
+    parser.add_argument("--version", action="version", version=f"evolstm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train an agent from a YAML config")
-    train.add_argument("config", metavar="CONFIG.yaml", help="the training config")
+    train.add_argument(
+        "config",
+        metavar="CONFIG.yaml",
+        nargs="?",
+        help="the training config (default with --resume: the run's own config.yaml)",
+    )
     train.add_argument(
         "overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)"
     )
@@ -54,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT", type=Path)
     evaluate.add_argument("--episodes", type=int, help="default: the run's eval.episodes")
     evaluate.add_argument("--seed", type=int, help="default: the run's seed (its final eval)")
+    evaluate.add_argument(
+        "--video",
+        metavar="OUT.gif|OUT.mp4",
+        type=Path,
+        help="record the episodes (default 1 with --video) to a video file",
+    )
     evaluate.add_argument(
         "--env",
         metavar="ENV_ID",
@@ -87,7 +107,16 @@ def _add_run_location_options(parser: argparse.ArgumentParser) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from evolstm.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]  # `train --resume RUN key=value`
+    if config is None:
+        if args.resume is None:
+            raise ConfigError("train needs a CONFIG.yaml, or --resume RUN_DIR (its own config)")
+        from evolstm.trainer import CONFIG_FILE, resume_dir
+
+        config = resume_dir(args.resume) / CONFIG_FILE
+    cfg = load_config(config, overrides)
     from evolstm.trainer import train  # after validation: config errors come fast
 
     train(cfg, resume=args.resume, ray_address=args.ray_address, runs_root=args.runs_dir)
@@ -186,9 +215,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from evolstm.evaluation import PopulationEvaluator
     from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
 
+    if args.video is not None:
+        from evolstm.video import check_video_path
+
+        check_video_path(args.video)
     data, vector, obs_norm, spec = _load_for_eval(args.path, args.env)
     cfg = validate_config(data, check_agent=False)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
+    if args.video is not None and args.episodes is None:
+        episodes = 1
     seed = args.seed if args.seed is not None else cfg.seed
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
@@ -210,6 +245,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_vector(evaluator, vector, eval_seeds(seed, episodes), obs_norm)
     finally:
         evaluator.close()
+    if args.video is not None:
+        from evolstm.video import record_episodes, write_video
+
+        frames, _, fps = record_episodes(
+            factory, spec, vector, obs_norm, eval_seeds(seed, episodes)
+        )
+        write_video(args.video, frames, fps)
+        print(f"video {args.video}: {episodes} episode(s), {len(frames)} frames at {fps:g} fps")
     line = (
         f"{cfg.env.id}: eval return {result['eval_return_mean']:.4g} ± "
         f"{result['eval_return_std']:.4g} over {episodes} episodes (seed {seed})"
@@ -264,8 +307,18 @@ COMMANDS = {
 }
 
 
+def _import_from_cwd() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does (a console script
+    does not), so user modules beside the config import. Ray workers inherit the driver's
+    ``sys.path``, so they find them too."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for config and usage errors)."""
+    _import_from_cwd()
     parser = build_parser()
     try:
         # Overrides may come after the options (`train c.yaml --resume R a=1`): argparse

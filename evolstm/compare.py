@@ -4,8 +4,10 @@
 
     name: cartpole-es            # the comparison: W&B group and folder prefix (default: file stem)
     base: quickstart.yaml        # a training config, relative to this file ...
-    config: {ray: {address: null}}   # ... and/or an inline one (merged over base when both)
+    config: {eval: {every: 5}}   # ... and/or an inline one (merged over base when both)
     seeds: [0, 1, 2]             # each variant runs once per seed (default: [0])
+    env_steps: 200000            # optional: the same env-step budget for every run
+    parallel: true               # (variant, seed) runs as parallel Ray tasks (the default)
     variants:                    # label -> overrides of the base
       pgpe: {}
       cmaes: {agent: {name: cmaes, popsize: 64, episodes: 4, stdev_init: 0.5}}
@@ -14,19 +16,30 @@
 A variant's keys may be dotted (``policy.hidden: 8``) or nested (``policy: {hidden: 8}``,
 merged into the section); an ``agent:`` mapping replaces the whole agent section, since
 options of one agent rarely suit another. The order is: base file, inline ``config:``, the
-command-line ``key=value`` overrides, then the variant's own keys. ``name`` and ``seed`` are
-set per run (``<name>-<label>-s<seed>``) and may not be overridden; ``logging.wandb.group``
-becomes the comparison name unless the compare file or the command line sets one (a group
-in the base file names that config's own runs and is replaced).
+command-line ``key=value`` overrides, then the variant's own keys; ``env_steps`` comes last
+(``budget: {env_steps: N}`` with no iteration or time budget), so optimisers of both
+families spend the same number of env steps. ``name`` and ``seed`` are set per run
+(``<name>-<label>-s<seed>``) and may not be overridden; ``logging.wandb.group`` becomes the
+comparison name unless the compare file or the command line sets one (a group in the base
+file names that config's own runs and is replaced).
 
-Every variant x seed config is validated before the first run starts. The runs go one after
-another through :func:`evolstm.trainer.train` into ``runs/<name>-<timestamp>/``, which
-also receives ``compare.json`` (rewritten after every run, so a crash or Ctrl-C keeps the
-finished runs' results): per variant its ``label``, ``agent``, ``seeds``, ``runs`` (one
-entry per finished or failed seed: ``seed``, ``run_dir`` and ``summary``, or ``error``),
+Every variant x seed config is validated before the first run starts. With ``parallel``
+(the default) every run is a Ray task of one CPU, so as many run at once as the Ray cluster
+has CPUs: an embedded local Ray unless ``--ray-address`` names a cluster. Each such run
+evaluates its population in-process (its ``ray.address`` is set to null; the runs are the
+unit of parallelism) and logs no console progress. ``parallel: false`` runs them one after
+another in this process through :func:`evolstm.trainer.train`, each with its own
+``ray.address`` (which ``--ray-address`` then overrides).
+
+Runs go into ``runs/<name>-<timestamp>/``, which also receives ``compare.json`` (rewritten
+after every run, so a crash or Ctrl-C keeps the finished runs' results): per variant its
+``label``, ``agent``, ``seeds``, ``runs`` (one entry per finished or failed seed: ``seed``,
+``run_dir``, ``summary`` and ``worker`` (host, pid, start and end time), or ``error``),
 ``eval_return_mean`` (``mean``/``std`` over the finished seeds, population std),
 ``env_steps_mean``, ``wall_time_mean``, ``solved`` (count; ``null`` when the task has no
-threshold) and ``finished``.
+threshold), ``finished`` and ``statistics`` (:mod:`evolstm.compare_report`); and ``pairs``
+(the significance tests). When every run has ended it also receives ``compare.md``,
+``compare.png`` and ``compare.csv`` (see :mod:`evolstm.compare_report`).
 """
 
 from __future__ import annotations
@@ -43,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from evolstm.checkpoint import atomic_write_text
 from evolstm.config import (
@@ -56,7 +68,9 @@ from evolstm.config import (
 )
 from evolstm.errors import ConfigError
 
-COMPARE_KEYS = ("name", "base", "config", "seeds", "variants")
+COMPARE_KEYS = ("name", "base", "config", "seeds", "env_steps", "parallel", "variants")
+# Keys of the compare file that the command line may also set (`seeds=[0,1]`).
+COMPARE_LEVEL_KEYS = ("seeds", "env_steps", "parallel")
 COMPARE_REPORT = "compare.json"
 # Set per run by the comparison itself.
 PER_RUN_KEYS = ("name", "seed")
@@ -80,6 +94,7 @@ class Comparison:
     source: Path
     seeds: list[int]
     runs: dict[str, list[PlannedRun]]
+    parallel: bool = True
 
 
 # -- merging overrides -----------------------------------------------------------------------
@@ -175,6 +190,27 @@ def _check_not_per_run(where: str, keys: Sequence[str]) -> None:
             )
 
 
+def _override_key(item: str) -> str:
+    return item.partition("=")[0].strip()
+
+
+def _compare_level(overrides: Sequence[str]) -> dict[str, Any]:
+    """The command line's ``seeds=[...]``, ``env_steps=N`` and ``parallel=false``: keys of
+    the compare file itself, not of the training config."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key = _override_key(item)
+        if key in COMPARE_LEVEL_KEYS:
+            raw = item.partition("=")[2]
+            try:
+                out[key] = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"override {item!r}: cannot parse {raw!r} as YAML") from err
+    return out
+
+
 def load_comparison(path: str | Path, overrides: Sequence[str] = ()) -> Comparison:
     """Read a compare file, apply the command-line ``key=value`` overrides to its base and
     validate every variant x seed config.
@@ -184,6 +220,9 @@ def load_comparison(path: str | Path, overrides: Sequence[str] = ()) -> Comparis
     """
     source = Path(path)
     spec = read_yaml(source)
+    overrides = list(overrides)
+    spec.update(_compare_level(overrides))
+    overrides = [item for item in overrides if _override_key(item) not in COMPARE_LEVEL_KEYS]
     unknown = sorted(str(k) for k in spec if k not in COMPARE_KEYS)
     if unknown:
         raise ConfigError(
@@ -197,7 +236,22 @@ def load_comparison(path: str | Path, overrides: Sequence[str] = ()) -> Comparis
         raise ConfigError(
             f"variants: expected a mapping of label -> overrides (at least one), got {variants!r}"
         )
-    _check_not_per_run("command line", [item.partition("=")[0].strip() for item in overrides])
+    parallel = spec.get("parallel", True)
+    if not isinstance(parallel, bool):
+        raise ConfigError(f"parallel: expected true or false, got {parallel!r}")
+    env_steps = spec.get("env_steps")
+    if env_steps is not None and (
+        not isinstance(env_steps, int) or isinstance(env_steps, bool) or env_steps < 1
+    ):
+        raise ConfigError(f"env_steps: expected an integer >= 1 (or null), got {env_steps!r}")
+    per_run: dict[str, Any] = {}
+    if env_steps is not None:
+        per_run.update(
+            {"budget.env_steps": env_steps, "budget.iterations": None, "budget.seconds": None}
+        )
+    if parallel:  # the runs are the parallel tasks: each evaluates in-process, quietly
+        per_run.update({"ray.address": None, "logging.console": False})
+    _check_not_per_run("command line", [_override_key(item) for item in overrides])
     base = apply_overrides(_base_data(spec, source), overrides)
 
     runs: dict[str, list[PlannedRun]] = {}
@@ -216,8 +270,10 @@ def load_comparison(path: str | Path, overrides: Sequence[str] = ()) -> Comparis
             data = merge_overrides(base, changes)
         except ConfigError as err:
             raise ConfigError(f"variant {label!r}: {err}") from None
+        if per_run:
+            data = merge_overrides(data, per_run)
         runs[label] = [_planned_run(name, label, seed, data) for seed in seeds]
-    return Comparison(name=name, source=source, seeds=seeds, runs=runs)
+    return Comparison(name=name, source=source, seeds=seeds, runs=runs, parallel=parallel)
 
 
 def _planned_run(name: str, label: str, seed: int, data: Mapping[str, Any]) -> PlannedRun:
@@ -266,6 +322,36 @@ def _write_report(path: Path, report: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
+def train_one(cfg: RunConfig, runs_root: str, ray_address: str | None) -> dict[str, Any]:
+    """One (variant, seed) run, in whichever process calls it (a Ray task or this one):
+    ``{"run_dir", "summary", "worker": {"host", "pid", "started", "ended"}}``."""
+    import os
+    import socket
+    import time
+
+    from evolstm.trainer import SUMMARY_FILE, train
+
+    started = time.time()
+    run_dir = train(cfg, ray_address=ray_address, runs_root=Path(runs_root))
+    return {
+        "run_dir": str(run_dir),
+        "summary": json.loads((run_dir / SUMMARY_FILE).read_text()),
+        "worker": {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": started,
+            "ended": time.time(),
+        },
+    }
+
+
+def _error_text(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)  # a RayTaskError carries the task's own exception
+    err = cause if isinstance(cause, BaseException) else err
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0] if first else ''}"
+
+
 def run_comparison(
     comparison: Comparison,
     *,
@@ -273,89 +359,146 @@ def run_comparison(
     runs_root: Path = Path("runs"),
     console: Console | None = None,
 ) -> Path:
-    """Train every planned run in turn; return the comparison folder (with ``compare.json``).
+    """Train every planned run (in parallel Ray tasks, or in turn when the comparison is not
+    ``parallel``); write ``compare.json`` and, at the end, ``compare.md``/``.png``/``.csv``;
+    return the comparison folder.
 
     A run that raises an ordinary exception is recorded with its error and the others go
-    on; a :class:`ConfigError` or ``KeyboardInterrupt`` stops the comparison after writing
-    ``compare.json`` with what has finished.
+    on; a :class:`ConfigError` (in-process runs) or ``KeyboardInterrupt`` stops the
+    comparison after writing ``compare.json`` with what has finished (parallel tasks still
+    running are cancelled).
 
-    :param ray_address: overrides every run's ``ray.address``.
+    :param ray_address: parallel: where the Ray tasks run (``None``/``"local"``: an embedded
+        local Ray; ``"auto"``, ``"ray://..."``, ``host:port``: a cluster). In turn: overrides
+        every run's ``ray.address``.
     :param runs_root: where the comparison folder is created.
     """
-    from evolstm.trainer import SUMMARY_FILE, new_run_dir, train
-
     try:
         check_ray_address(ray_address)
     except ValueError as err:
         raise ConfigError(f"ray address {ray_address!r}: {err}") from None
+    from evolstm.trainer import new_run_dir
+
     console = console or Console()
     folder = new_run_dir(Path(runs_root), comparison.name)
-    results: dict[str, list[dict]] = {label: [] for label in comparison.runs}
+    results: dict[str, dict[int, dict]] = {label: {} for label in comparison.runs}
 
     def report() -> dict[str, Any]:
         return {
             "name": comparison.name,
             "compare_file": str(comparison.source),
             "seeds": comparison.seeds,
+            "parallel": comparison.parallel,
             "variants": [
-                aggregate(label, planned[0].cfg.agent.name, comparison.seeds, results[label])
+                aggregate(
+                    label,
+                    planned[0].cfg.agent.name,
+                    comparison.seeds,
+                    [results[label][s] for s in comparison.seeds if s in results[label]],
+                )
                 for label, planned in comparison.runs.items()
             ],
         }
 
-    total = sum(len(planned) for planned in comparison.runs.values())
-    done = 0
+    def record(run: PlannedRun, outcome: dict[str, Any]) -> None:
+        results[run.label][run.seed] = {"seed": run.seed, **outcome}
+        _write_report(folder / COMPARE_REPORT, report())
+
     _write_report(folder / COMPARE_REPORT, report())
-    for label, planned in comparison.runs.items():
-        for run in planned:
-            done += 1
-            console.print(
-                f"[{done}/{total}] {comparison.name}: variant {label}, seed {run.seed}",
-                markup=False,
-                highlight=False,
-            )
-            try:
-                run_dir = train(run.cfg, ray_address=ray_address, runs_root=folder)
-            except ConfigError:
-                raise
-            except Exception as err:
-                traceback.print_exc(file=sys.stderr)
-                results[label].append({"seed": run.seed, "error": f"{type(err).__name__}: {err}"})
-            else:
-                summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-                results[label].append(
-                    {"seed": run.seed, "run_dir": str(run_dir), "summary": summary}
-                )
-            _write_report(folder / COMPARE_REPORT, report())
+    planned = [run for runs in comparison.runs.values() for run in runs]
+    if comparison.parallel:
+        _run_on_ray(planned, folder, ray_address, record, console, comparison.name)
+    else:
+        _run_in_turn(planned, folder, ray_address, record, console, comparison.name)
     final = report()
+    from evolstm.compare_report import comparison_table, write_outputs
+    from evolstm.trainer import env_factory_for
+
+    first = next(iter(comparison.runs.values()))[0].cfg
+    write_outputs(
+        folder,
+        final,
+        name=comparison.name,
+        task=first.env.id,
+        threshold=env_factory_for(first).reward_threshold,
+        seeds=comparison.seeds,
+    )
+    _write_report(folder / COMPARE_REPORT, final)
     console.print(comparison_table(final))
-    console.print(f"comparison folder {folder}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"comparison folder {folder} (compare.md, compare.png, compare.csv)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     return folder
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def _say(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def comparison_table(report: Mapping[str, Any]) -> Table:
-    """The ``compare.json`` report as a table: one row per variant, statistics over seeds."""
-    table = Table(title=f"comparison {report['name']}")
-    for column in ("variant", "agent", "seeds", "eval return", "env steps", "wall time"):
-        table.add_column(column, justify="left" if column in ("variant", "agent") else "right")
-    table.add_column("solved", justify="right")
-    for variant in report["variants"]:
-        ret = variant["eval_return_mean"]
-        eval_text = "-" if ret["mean"] is None else f"{ret['mean']:.4g} ± {ret['std']:.3g}"
-        failed = len(variant["runs"]) - variant["finished"]
-        seeds = ", ".join(str(s) for s in variant["seeds"])
-        solved = variant["solved"]
-        table.add_row(
-            variant["label"],
-            variant["agent"],
-            seeds + (f" ({failed} failed)" if failed else ""),
-            eval_text,
-            _number(variant["env_steps_mean"], ",.0f"),
-            "-" if variant["wall_time_mean"] is None else f"{variant['wall_time_mean']:.1f} s",
-            "-" if solved is None else f"{solved}/{variant['finished']}",
+def _run_in_turn(planned, folder, ray_address, record, console, name) -> None:
+    from evolstm import trainer  # looked up at call time (tests replace trainer.train)
+
+    for done, run in enumerate(planned, start=1):
+        _say(console, f"[{done}/{len(planned)}] {name}: variant {run.label}, seed {run.seed}")
+        try:
+            outcome = _train_here(trainer, run.cfg, folder, ray_address)
+        except ConfigError:
+            raise
+        except Exception as err:
+            traceback.print_exc(file=sys.stderr)
+            outcome = {"error": f"{type(err).__name__}: {err}"}
+        record(run, outcome)
+
+
+def _train_here(trainer_module: Any, cfg: RunConfig, folder: Path, ray_address: str | None):
+    from evolstm.trainer import SUMMARY_FILE
+
+    run_dir = trainer_module.train(cfg, ray_address=ray_address, runs_root=folder)
+    return {"run_dir": str(run_dir), "summary": json.loads((run_dir / SUMMARY_FILE).read_text())}
+
+
+def _run_on_ray(planned, folder, ray_address, record, console, name) -> None:
+    import ray
+
+    from evolstm.ray_evaluator import connect_ray
+
+    owns_ray = connect_ray(ray_address)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        where = ray.get_runtime_context().gcs_address
+        _say(
+            console,
+            f"{name}: {len(planned)} runs as Ray tasks on {where} "
+            f"(up to {min(cpus, len(planned))} at once, {cpus} CPUs)",
         )
-    return table
+        task = ray.remote(num_cpus=1, max_retries=0)(train_one)
+        pending = {task.remote(run.cfg, str(folder.resolve()), None): run for run in planned}
+        done = 0
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                run = pending.pop(ready[0])
+                done += 1
+                try:
+                    outcome = ray.get(ready[0])
+                    verdict = f"eval return {outcome['summary']['eval_return_mean']:.4g}"
+                except Exception as err:
+                    outcome = {"error": _error_text(err)}
+                    verdict = f"failed: {outcome['error']}"
+                    print(f"{run.cfg.name}: {outcome['error']}", file=sys.stderr)
+                _say(
+                    console,
+                    f"[{done}/{len(planned)}] {name}: variant {run.label}, seed {run.seed}: "
+                    + verdict,
+                )
+                record(run, outcome)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if owns_ray and ray.is_initialized():
+            ray.shutdown()

@@ -89,11 +89,14 @@ class AgentConfig(BaseModel):
 
 
 class BudgetConfig(_Section):
-    """Training stops at whichever budget is spent first; ``env_steps`` 2M when none is set."""
+    """Training stops at whichever budget is spent first; ``env_steps`` 2M when none is set.
+    ``stop_when_solved`` also stops at the first evaluation that meets the task's success
+    test (the trainer's ``solved``)."""
 
     env_steps: StrictInt | None = Field(None, ge=1)
     iterations: StrictInt | None = Field(None, ge=1)
     seconds: float | None = Field(None, gt=0)
+    stop_when_solved: StrictBool = False
 
     @model_validator(mode="after")
     def _at_least_one(self) -> BudgetConfig:
@@ -135,6 +138,9 @@ class WandbConfig(_Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "evolstm"
     group: str | None = None
+    # Seconds W&B may take to start; online without a reachable server then falls back to
+    # offline with one warning.
+    init_timeout: float = Field(30.0, gt=0)
 
 
 class LoggingConfig(_Section):

@@ -85,12 +85,26 @@ class EnvFactory:
     def make(self) -> gym.Env:
         """One env with the wrappers applied in order."""
         _register_task_suite()
-        if self.kind == "creator":
-            env = import_path(self.id)(**self.kwargs)
-        else:
-            env = gym.make(self.id, **self.kwargs)
-        for wrapper in self.wrappers:
-            env = import_path(wrapper["path"])(env, **wrapper.get("kwargs", {}))
+        try:
+            if self.kind == "creator":
+                env = import_path(self.id)(**self.kwargs)
+            else:
+                env = gym.make(self.id, **self.kwargs)
+        except TypeError as err:
+            if not _rejects_kwargs(err):
+                raise
+            raise ConfigError(f"env.kwargs {self.kwargs!r} rejected by {self.id!r}: {err}") from err
+        for i, wrapper in enumerate(self.wrappers):
+            kwargs = wrapper.get("kwargs", {})
+            try:
+                env = import_path(wrapper["path"])(env, **kwargs)
+            except TypeError as err:
+                if not _rejects_kwargs(err):
+                    raise
+                raise ConfigError(
+                    f"env.wrappers[{i}].kwargs {kwargs!r} rejected by wrapper "
+                    f"{wrapper['path']!r}: {err}"
+                ) from err
         return env
 
     def env_spec(self) -> gym.envs.registration.EnvSpec | None:
@@ -133,18 +147,19 @@ class EnvFactory:
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         """The single env's ``(observation_space, action_space)``.
 
-        A constructor that rejects ``env.kwargs`` is reported as a :class:`ConfigError`.
+        A constructor that rejects ``env.kwargs``, or a wrapper that rejects its ``kwargs``, is
+        a :class:`ConfigError` naming that key (see :meth:`make`).
         """
-        try:
-            env = self.make()
-        except TypeError as err:
-            if "keyword argument" not in str(err):
-                raise
-            raise ConfigError(f"env.kwargs {self.kwargs!r} rejected by {self.id!r}: {err}") from err
+        env = self.make()
         try:
             return env.observation_space, env.action_space
         finally:
             env.close()
+
+
+def _rejects_kwargs(err: TypeError) -> bool:
+    """Whether a constructor's ``TypeError`` is about its keyword arguments."""
+    return "keyword argument" in str(err) or "positional argument" in str(err)
 
 
 def _normalise_wrappers(wrappers: Sequence[Any]) -> list[dict[str, Any]]:

@@ -7,10 +7,12 @@ iterations, ``eval_return_mean``/``eval_return_std``); they never reach back int
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,18 +191,36 @@ def wandb_run_id(run_dir: str | Path) -> str:
     return f"{safe[:100]}-{digest}"
 
 
+def _warn(message: str) -> None:
+    """One line on stderr (a W&B problem is worth a word, never a traceback or a stop)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 class WandbLogger:
     """Weights & Biases, offline by default: no login and no network, files under the run folder.
 
-    Every metric is logged twice: as ``<key>`` against ``env_steps`` and as ``time/<key>``
-    against ``wall_time``, so both families of optimisers compare on the same two axes.
-    ``wandb sync run_dir/wandb/offline-run-*`` uploads an offline run later.
+    Logs the resolved config, every iteration's metrics, the summary and the final policy
+    (an artifact of type ``model``). ``env_steps`` and ``wall_time`` are step metrics
+    (``define_metric``): every metric is plotted against ``env_steps`` as ``<key>``, and
+    against ``wall_time`` as ``time/<key>``, so both families of optimisers compare on the
+    same two axes. ``wandb sync run_dir/wandb/offline-run-*`` uploads an offline run later.
+
+    W&B never ends a run: ``mode="online"`` that cannot reach the server within
+    ``init_timeout`` seconds (no network, no API key) falls back to offline with one warning
+    line; any later error inside W&B prints one warning and turns this logger off.
 
     :param run_dir: the run folder; W&B writes ``run_dir/wandb/``.
     :param config: the resolved run config (logged as the W&B config).
     :param mode: ``"offline"`` or ``"online"`` (``"disabled"`` means: do not build this logger).
     :param project: W&B project.
     :param group: W&B group (the runs of one comparison share it).
+    :param job_type: W&B job type (the trainer passes the agent's name).
+    :param init_timeout: seconds ``wandb.init`` may take before it gives up.
     """
 
     def __init__(
@@ -211,35 +231,84 @@ class WandbLogger:
         mode: str = "offline",
         project: str = "evolstm",
         group: str | None = None,
+        job_type: str | None = None,
+        init_timeout: float = 30.0,
     ) -> None:
+        self.run_dir = Path(run_dir)
+        self.mode = mode
+        self.run: Any = None
+        self._defined: set[str] = set()
+        kwargs = {
+            "project": project,
+            "group": group,
+            "job_type": job_type,
+            "name": self.run_dir.name,
+            "id": wandb_run_id(self.run_dir),
+            "config": dict(config),
+        }
+        try:
+            self.run = self._init(mode, init_timeout, kwargs)
+        except Exception as err:
+            if mode != "online":
+                _warn(f"W&B could not start ({_first_line(err)}); this run logs without W&B")
+                return
+            try:
+                import wandb
+
+                # The service still holds the failed online run's id: restart it first
+                # (unless another run of this process is active), then go offline.
+                if wandb.run is None:
+                    wandb.teardown()
+                self.run = self._init("offline", init_timeout, kwargs)
+                self.mode = "offline"
+            except Exception as offline_err:
+                _warn(
+                    f"W&B online failed ({_first_line(err)}) and so did offline "
+                    f"({_first_line(offline_err)}); this run logs without W&B"
+                )
+                return
+            _warn(
+                f"W&B online failed ({_first_line(err)}); logging offline to "
+                f"{self.run_dir / 'wandb'} instead (upload later with `wandb sync`)"
+            )
+
+    def _init(self, mode: str, init_timeout: float, kwargs: dict[str, Any]) -> Any:
         import wandb
 
-        run_dir = Path(run_dir)
         # wandb reads its process-wide settings (silence, the Weave hint it prints when a
         # module named `agents` is imported) from the environment at its first init, so they
         # are exported; mode and folder are also passed to init, which takes precedence.
         os.environ["WANDB_MODE"] = mode
-        os.environ["WANDB_DIR"] = str(run_dir)
+        os.environ["WANDB_DIR"] = str(self.run_dir)
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
-        settings = wandb.Settings(mode=mode, silent=True, console="off")
-        self.run = wandb.init(
-            project=project,
-            group=group,
-            name=run_dir.name,
-            id=wandb_run_id(run_dir),
-            resume="allow",
-            dir=str(run_dir),
-            config=dict(config),
-            settings=settings,
-            reinit="create_new",
+        settings = wandb.Settings(
+            mode=mode, silent=True, console="off", init_timeout=float(init_timeout)
         )
-        self.run.define_metric("env_steps")
-        self.run.define_metric("wall_time")
-        self.run.define_metric("time/*", step_metric="wall_time")
-        self._defined: set[str] = set()
+        run = wandb.init(
+            resume="allow", dir=str(self.run_dir), settings=settings, reinit="create_new", **kwargs
+        )
+        run.define_metric("env_steps")
+        run.define_metric("wall_time")
+        run.define_metric("time/*", step_metric="wall_time")
+        return run
+
+    def _guard(self, what: str, action: Any) -> None:
+        """Run ``action()``; on an error inside W&B, warn once and stop using W&B."""
+        if self.run is None:
+            return
+        try:
+            action()
+        except Exception as err:
+            _warn(f"W&B failed while {what} ({_first_line(err)}); the run goes on without W&B")
+            run, self.run = self.run, None
+            with contextlib.suppress(Exception):
+                run.finish(exit_code=1)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._guard("logging metrics", lambda: self._log(metrics))
+
+    def _log(self, metrics: Mapping[str, Any]) -> None:
         row: dict[str, Any] = {}
         for key, value in metrics.items():
             value = _plain(value)
@@ -254,15 +323,42 @@ class WandbLogger:
             row[f"time/{key}"] = value
         self.run.log(row)
 
+    def record_summary(self, summary: Mapping[str, Any], policy_path: str | Path | None) -> None:
+        """The run's final summary (``summary.json``) and the policy file as a ``model``
+        artifact named ``policy-<run id>``."""
+        self._guard("writing the summary", lambda: self._record_summary(summary, policy_path))
+
+    def _record_summary(self, summary: Mapping[str, Any], policy_path: str | Path | None) -> None:
+        import wandb
+
+        values = {key: _plain(value) for key, value in summary.items()}
+        self.run.summary.update(
+            {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
+        )
+        if policy_path is not None and Path(policy_path).is_file():
+            artifact = wandb.Artifact(
+                f"policy-{self.run.id}",
+                type="model",
+                metadata={k: v for k, v in values.items() if k != "run_dir"},
+            )
+            artifact.add_file(str(policy_path), name=Path(policy_path).name)
+            self.run.log_artifact(artifact)
+
     def close(self) -> None:
         import wandb
 
-        self.run.finish()
-        # finish() returns before wandb's service process has closed the run's transaction
-        # log; shutting the service down (unless another W&B run is active in this process)
-        # waits for it, so the run folder is complete when training returns.
-        if wandb.run is None:
-            wandb.teardown()
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        try:
+            run.finish()
+            # finish() returns before wandb's service process has closed the run's
+            # transaction log; shutting the service down (unless another W&B run is active
+            # in this process) waits for it, so the run folder is complete on return.
+            if wandb.run is None:
+                wandb.teardown()
+        except Exception as err:
+            _warn(f"W&B failed while finishing the run ({_first_line(err)})")
 
 
 class FanOutLogger:
@@ -274,6 +370,13 @@ class FanOutLogger:
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         for logger in self.loggers:
             logger.log(metrics, step)
+
+    def record_summary(self, summary: Mapping[str, Any], policy_path: str | Path | None) -> None:
+        """The final summary and policy file, to the loggers that keep them (W&B)."""
+        for logger in self.loggers:
+            record = getattr(logger, "record_summary", None)
+            if record is not None:
+                record(summary, policy_path)
 
     def close(self) -> None:
         errors: list[BaseException] = []

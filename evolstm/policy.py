@@ -14,7 +14,7 @@ vector ``[D]`` whose :class:`ParameterLayout` names every block, so that
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -362,7 +362,7 @@ class RecurrentPolicy(nn.Module):
         self, obs: Any, state: State, episode_start: torch.Tensor | np.ndarray | None = None
     ) -> tuple[torch.Tensor, State]:
         """Raw batched observations (``B`` rows) -> head outputs ``[B, A]`` and the new state."""
-        n = _batch_len(obs)
+        n = _space_batch_len(self.spec.observation_space, obs)
         x = self.core.encode(obs, (n,), self.obs_norm)
         if episode_start is not None:
             episode_start = torch.as_tensor(episode_start, dtype=torch.bool)
@@ -375,6 +375,58 @@ class RecurrentPolicy(nn.Module):
         with torch.no_grad():
             out, state = self.step(obs, state, episode_start)
             return self.head.to_env(self.head.deterministic(out)), state
+
+    def predict(
+        self,
+        observation: Any,
+        state: State | None = None,
+        episode_start: bool | Sequence[bool] | np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, State]:
+        """Actions for one observation or a batch of ``B``, carrying the recurrent state
+        explicitly (Stable-Baselines3's ``predict``)::
+
+            policy = RecurrentPolicy.load("runs/quickstart-.../policy.pt")
+            obs, _ = env.reset(seed=0)
+            action, state = policy.predict(obs)                 # the first step: state=None
+            while True:
+                obs, reward, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+                action, state = policy.predict(obs, state)
+
+        :param observation: one observation of the policy's observation space (any supported
+            space: Box, Discrete, MultiDiscrete, MultiBinary, Tuple, Dict, OneOf), or a batch
+            as a gymnasium vector env returns it (arrays ``[B, ...]``; tuples/dicts of them).
+        :param state: the state this method returned last time; ``None`` starts from zeros.
+        :param episode_start: ``True`` (or ``[B]`` bools) where an episode begins with this
+            observation: those slots' state is zeroed first (needed when a vector env
+            autoresets); ``None`` means no slot starts.
+        :param deterministic: the greedy action (argmax / squashed mean); ``False`` samples
+            from the policy's distribution (torch's global generator).
+        :returns: ``(action, state)``: the action in the env's format (one action for one
+            observation, ``[B, ...]`` for a batch) and the new state (per layer a tuple of
+            ``[B, H]`` tensors; ``B = 1`` for a single observation).
+        """
+        single = _is_single(self.spec.observation_space, observation)
+        space = self.spec.observation_space
+        batch = _add_batch_axis(space, observation) if single else observation
+        n = _space_batch_len(space, batch)
+        if state is None:
+            state = self.init_state(n)
+        starts = None
+        if episode_start is not None:
+            starts = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1))
+            starts = starts.expand(n) if starts.numel() == 1 else starts
+        with torch.no_grad():
+            out, state = self.step(batch, state, starts)
+            if deterministic:
+                action = self.head.deterministic(out)
+            else:
+                sample = self.distribution(out).sample()
+                action = self.head.action_from_sample(sample)
+        actions = self.head.to_env(action)
+        return (actions[0] if single else actions), state
 
     def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
         """The action distribution for head outputs ``out [..., A]``."""
@@ -414,8 +466,12 @@ class RecurrentPolicy(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> RecurrentPolicy:
-        """Load a policy file without running anything from it (``weights_only=True``).
+        """Rebuild a policy saved by :meth:`save` (a run's ``policy.pt``) without its agent:
+        the spec (spaces, cell, sizes), the weights, the Box ``log_std`` and the observation
+        normaliser. Nothing from the file runs (``weights_only=True``). Act with
+        :meth:`predict` (one observation or a batch) or :meth:`act` (batches).
 
+        :param path: a file written by :meth:`save`.
         :raises FileFormatError: a crafted, corrupted or foreign file (one line naming it).
         """
         from evolstm.checkpoint import load_data_file
@@ -483,9 +539,41 @@ class PopulationPolicy:
         return self.core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
 
 
-def _batch_len(obs: Any) -> int:
-    if isinstance(obs, dict):
-        return _batch_len(next(iter(obs.values())))
-    if isinstance(obs, tuple):
-        return _batch_len(obs[0])
-    return len(obs)
+def _is_single(space: gym.Space, obs: Any) -> bool:
+    """Whether ``obs`` is one observation of ``space`` (else a batch along axis 0)."""
+    if isinstance(space, gym.spaces.Dict):
+        key = next(iter(space.spaces))
+        return _is_single(space.spaces[key], obs[key])
+    if isinstance(space, gym.spaces.Tuple):
+        return _is_single(space.spaces[0], obs[0])
+    if isinstance(space, gym.spaces.OneOf):  # one obs is (index, sample); a batch, N of those
+        return isinstance(obs[0], int | np.integer)
+    shape = np.shape(obs)
+    if shape == tuple(space.shape):
+        return True
+    if shape[1:] == tuple(space.shape):
+        return False
+    raise ValueError(
+        f"observation of shape {shape} is neither one observation of {space} nor a batch of them"
+    )
+
+
+def _add_batch_axis(space: gym.Space, obs: Any) -> Any:
+    """One observation -> a batch of one, as a vector env would return it."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: _add_batch_axis(sub, obs[key]) for key, sub in space.spaces.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_add_batch_axis(sub, o) for sub, o in zip(space.spaces, obs, strict=True))
+    if isinstance(space, gym.spaces.OneOf):  # a vector env returns a tuple of N samples
+        return (obs,)
+    return np.asarray(obs)[None]
+
+
+def _space_batch_len(space: gym.Space, batch: Any) -> int:
+    """``B``, the rows of a batch of observations of ``space``."""
+    if isinstance(space, gym.spaces.Dict):
+        key = next(iter(space.spaces))
+        return _space_batch_len(space.spaces[key], batch[key])
+    if isinstance(space, gym.spaces.Tuple):
+        return _space_batch_len(space.spaces[0], batch[0])
+    return len(batch)

@@ -123,6 +123,38 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
     return spec
 
 
+def task_solved(
+    factory: EnvFactory,
+    spec: PolicySpec,
+    vector: torch.Tensor,
+    obs_norm: ObsNormalizer | None,
+    evaluation: dict[str, float],
+) -> tuple[bool | None, dict[str, Any]]:
+    """The trainer's ``solved`` for the policy ``vector [D]`` and its held-out
+    ``evaluation``: the task's own success test when it defines one
+    (:func:`evolstm.success.task_success`; its other numbers are returned too), else the
+    registered ``reward_threshold`` on the mean evaluation return; ``None`` without either.
+    """
+    success = task_success(factory, spec, vector, obs_norm) or {}
+    solved = success.pop("solved", None)
+    threshold = factory.reward_threshold
+    if solved is None and threshold is not None:
+        solved = evaluation["eval_return_mean"] >= threshold
+    return solved, success
+
+
+def where_it_runs(address: str | None, workers: int) -> str:
+    """The console's start line about where the population is evaluated."""
+    if address is None:
+        return "evaluation in-process (no Ray)"
+    import ray
+
+    target = "an embedded local Ray" if address == "local" else f"the Ray cluster at {address}"
+    if ray.is_initialized():
+        target += f" ({ray.get_runtime_context().gcs_address})"
+    return f"evaluation on {target} with {workers} worker(s)"
+
+
 def env_factory_for(cfg: RunConfig) -> EnvFactory:
     factory = resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
     factory.on_nan = cfg.env.on_nan
@@ -143,7 +175,8 @@ def new_run_dir(runs_root: Path, name: str) -> Path:
     raise FileExistsError(f"no free run folder name for {runs_root / stem}")
 
 
-def _resume_dir(resume: Path) -> Path:
+def resume_dir(resume: Path) -> Path:
+    """The run folder named by ``--resume`` (a run folder or one of its checkpoints)."""
     if resume.is_file() and resume.parent.name == CHECKPOINT_DIR:
         return resume.parent.parent
     if not resume.is_dir():
@@ -153,7 +186,10 @@ def _resume_dir(resume: Path) -> Path:
 
 def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
     if isinstance(old, dict) and isinstance(new, dict):
-        for sub in sorted(set(old) | set(new)):
+        # Keys both sides have first: a changed `agent.name` is named before the options
+        # that differ only because the agent did.
+        shared = sorted(set(old) & set(new))
+        for sub in [*shared, *sorted(set(old) ^ set(new))]:
             found = _first_difference(old.get(sub), new.get(sub), f"{key}.{sub}" if key else sub)
             if found is not None:
                 return found
@@ -222,6 +258,8 @@ def _build_loggers(
                     mode=wandb_cfg.mode,
                     project=wandb_cfg.project,
                     group=wandb_cfg.group,
+                    job_type=cfg.agent.name,
+                    init_timeout=wandb_cfg.init_timeout,
                 )
             except Exception as err:  # W&B is a view on the run, never a reason to stop it
                 first = (str(err).strip().splitlines() or [""])[0][:160]
@@ -275,7 +313,7 @@ def train(
     cfg, agent_cls, options = resolve_agent(cfg)
     checkpoint = None
     if resume is not None:
-        run_dir = _resume_dir(Path(resume))
+        run_dir = resume_dir(Path(resume))
         checkpoint = load_checkpoint(run_dir, "--resume")
         _check_resumable(checkpoint["config"], cfg, run_dir)
     factory = env_factory_for(cfg)
@@ -372,8 +410,10 @@ def _train_in(
         if console is not None:
             start_note = f"resumed at iteration {progress.iteration}" if checkpoint else "started"
             console.note(f"run folder {run_dir} ({start_note})")
-        _loop(cfg, agent, held_out, loggers, progress, run_dir)
+            console.note(where_it_runs(address, getattr(evaluator, "num_workers", 0)))
+        _loop(cfg, agent, held_out, loggers, progress, run_dir, factory, spec)
         summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
+        loggers.record_summary(summary, run_dir / POLICY_FILE)
         if console is not None:
             console.summary(summary)
     except BaseException:
@@ -390,14 +430,18 @@ def _loop(
     loggers: Logger,
     progress: RunProgress,
     run_dir: Path,
+    factory: EnvFactory,
+    spec: PolicySpec,
 ) -> None:
-    """Step the agent until the budget is spent; checkpoint periodically and on any error."""
+    """Step the agent until the budget is spent (or, with ``budget.stop_when_solved``, until
+    an evaluation meets the task's success test); checkpoint periodically and on any error."""
     seeds = eval_seeds(cfg.seed, cfg.eval.episodes)
+    solved = bool(progress.eval_history and progress.eval_history[-1].get("solved"))
     saved_iteration = progress.iteration
     last_payload: dict[str, Any] | None = None
     start, base_wall = time.perf_counter(), progress.wall_time
     try:
-        while not cfg.budget.spent(
+        while not (cfg.budget.stop_when_solved and solved) and not cfg.budget.spent(
             iterations=progress.iteration,
             env_steps=progress.env_steps,
             seconds=base_wall + time.perf_counter() - start,
@@ -423,12 +467,19 @@ def _loop(
                     held_out, agent.policy_vector(), seeds, agent.obs_normalizer()
                 )
                 record.update(evaluation)
+                solved_now, _ = task_solved(
+                    factory, spec, agent.policy_vector(), agent.obs_normalizer(), evaluation
+                )
+                if solved_now is not None:
+                    record["eval_solved"] = solved_now
+                solved = bool(solved_now)
                 progress.eval_history.append(
                     {
                         "iteration": progress.iteration,
                         "env_steps": progress.env_steps,
                         "wall_time": progress.wall_time,
                         **evaluation,
+                        "solved": solved_now,
                     }
                 )
             loggers.log(record, progress.iteration)
@@ -476,11 +527,7 @@ def _finish(
             held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes), agent.obs_normalizer()
         )
     # The task's own success test when it defines one, else its registered reward_threshold.
-    success = task_success(factory, spec, vector, agent.obs_normalizer()) or {}
-    threshold = factory.reward_threshold
-    solved = success.pop("solved", None)
-    if solved is None and threshold is not None:
-        solved = evaluation["eval_return_mean"] >= threshold
+    solved, success = task_solved(factory, spec, vector, agent.obs_normalizer(), evaluation)
     summary = {
         **evaluation,
         **success,

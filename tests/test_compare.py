@@ -37,6 +37,8 @@ def _compare_file(tmp_path: Path, **spec) -> Path:
         "name": "cmp",
         "base": "base.yaml",
         "seeds": [0, 1],
+        # In turn, in this process: the fake agent is registered here only.
+        "parallel": False,
         "variants": {"a": {}, "b": {"agent": {"name": "fake", "popsize": 4}}},
         **spec,
     }
@@ -90,7 +92,9 @@ def test_compare_file_errors_are_one_line_and_nothing_runs(tmp_path, fake_agent,
 
 
 def test_unknown_key_lists_the_valid_keys(tmp_path, fake_agent):
-    with pytest.raises(ConfigError, match=r"valid keys: name, base, config, seeds, variants$"):
+    with pytest.raises(
+        ConfigError, match=r"valid keys: name, base, config, seeds, env_steps, parallel, variants$"
+    ):
         load_comparison(_compare_file(tmp_path, varients={}))
 
 
@@ -253,5 +257,5 @@ def test_cli_bad_compare_file_exits_2_with_one_line(tmp_path):
     done = _run_module("compare", str(path), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 2
     _assert_one_line_error(done.stderr, "unknown key 'varaints' in compare file")
-    assert "valid keys: name, base, config, seeds, variants" in done.stderr
+    assert "valid keys: name, base, config, seeds, env_steps, parallel, variants" in done.stderr
     assert not (tmp_path / "runs").exists()

@@ -42,12 +42,22 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
         },
         "policy": {"cell": "lstm", "hidden": 16, "layers": 1, "memory": True},
         "agent": {"name": "fake", "popsize": 3, "episodes": 2, "sigma": 0.5},
-        "budget": {"env_steps": DEFAULT_ENV_STEPS, "iterations": None, "seconds": None},
+        "budget": {
+            "env_steps": DEFAULT_ENV_STEPS,
+            "iterations": None,
+            "seconds": None,
+            "stop_when_solved": False,
+        },
         "eval": {"every": 10, "episodes": 32},
         "checkpoint": {"every": 10},
         "ray": {"address": None, "num_workers": 0, "shard_timeout_s": 600.0},
         "logging": {
-            "wandb": {"mode": "offline", "project": "evolstm", "group": None},
+            "wandb": {
+                "mode": "offline",
+                "project": "evolstm",
+                "group": None,
+                "init_timeout": 30.0,
+            },
             "console": True,
         },
     }
@@ -118,7 +128,7 @@ def test_unknown_nested_key_lists_that_sections_keys(tmp_path, fake_agent):
     message = _error(tmp_path, MINIMAL, ["logging.wandb.projekt=x"])
     assert message == (
         "unknown key 'logging.wandb.projekt'; valid keys under 'logging.wandb': "
-        "group, mode, project"
+        "group, init_timeout, mode, project"
     )
 
 
