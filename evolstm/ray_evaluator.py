@@ -17,11 +17,14 @@ and two timings. No env, policy object or trajectory travels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 MAX_SHARD_RETRIES = 3
 DEFAULT_SHARD_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 300.0  # for an actor to start (imports, env); a loaded machine is slow
 # The HTTP/2 client preface and an empty SETTINGS frame (RFC 7540, 3.5 and 6.5).
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -78,11 +82,47 @@ def _resolve_auto() -> str:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (Ray's C++ core logs a failed probe there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _probe_gcs(address: str, timeout: float) -> str | None:
+    """One attempt of Ray's own GCS client (``ray.init`` makes 20, a second apart): ``None``
+    when a GCS answered, else why not."""
+    from ray._raylet import GcsClient
+
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            outcome["cluster"] = GcsClient(address=address).cluster_id
+        except Exception as err:
+            outcome["error"] = f"{type(err).__name__}: {err}"
+
+    with _quiet_stderr():
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout)
+    if "cluster" in outcome:
+        return None
+    return outcome.get("error", f"no answer within {timeout:g} s")
+
+
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
     """Fail fast, before ``ray.init`` (which retries for minutes and ignores SIGTERM), when
-    nothing that speaks Ray's protocol listens at ``address``. Ray has no public probe for
-    this, so: a TCP connect with a short timeout, then the HTTP/2 preface that every gRPC
-    server (Ray's GCS and its client server) answers with a SETTINGS frame.
+    nothing that speaks Ray's protocol listens at ``address``: a TCP connect with a short
+    timeout, then the HTTP/2 preface that every gRPC server (Ray's GCS and its client server)
+    answers with a SETTINGS frame, then (for a GCS address) one request of Ray's GCS client.
 
     :returns: the concrete address (``"auto"`` resolved).
     :raises ConfigError: one line naming the address, within ``2 * timeout`` seconds.
@@ -103,8 +143,13 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
             f"--ray-address {label}: cannot connect ({err.strerror or err}); is a Ray head "
             "running there (`ray start --head`)?"
         ) from None
+    not_ray = f"--ray-address {label}: something listens there, but it is not Ray"
     if len(answer) < 4 or answer[3] != 0x04:  # frame type SETTINGS
-        raise ConfigError(f"--ray-address {label}: something listens there, but it is not Ray")
+        raise ConfigError(not_ray)
+    if not resolved.startswith("ray://"):
+        why = _probe_gcs(f"{host}:{port}", timeout)
+        if why is not None:
+            raise ConfigError(f"{not_ray} ({why.splitlines()[0][:100]})")
     return resolved
 
 
@@ -129,7 +174,15 @@ def connect_ray(address: str | None) -> bool:
         )
     else:
         check_reachable(address)
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        # ray.init retries the GCS once a second, 20 times by default: bound it.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "8")
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [""])[0][:120]
+            raise ConfigError(
+                f"--ray-address {address}: Ray refused to connect ({first})"
+            ) from None
     return True
 
 
@@ -163,17 +216,27 @@ class RayEvaluator:
         self.replacements = 0  # actors replaced so far (dead or hung)
         self._args = (env_factory, spec.to_dict())
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
-        self.workers = [self._new_worker() for _ in range(num_workers)]
+        self.workers = [self._actor_cls.remote(*self._args) for _ in range(num_workers)]
+        self._wait_ready(self.workers)
 
-    def _new_worker(self) -> Any:
-        return self._actor_cls.remote(*self._args)
+    def _wait_ready(self, workers: list[Any]) -> None:
+        """Block until ``workers`` have started (imports, env factory), so that a shard's
+        timeout measures its evaluation, not a worker's start-up."""
+        import ray
+
+        ray.get([w.__ray_ready__.remote() for w in workers], timeout=START_TIMEOUT_S)
 
     def _replace(self, i: int) -> None:
         import ray
 
         ray.kill(self.workers[i], no_restart=True)
-        self.workers[i] = self._new_worker()
+        self.workers[i] = self._actor_cls.remote(*self._args)
         self.replacements += 1
+        from ray.exceptions import GetTimeoutError
+
+        # A replacement that does not even start counts against the shard's retries.
+        with contextlib.suppress(GetTimeoutError):
+            self._wait_ready([self.workers[i]])
 
     def evaluate(
         self,

@@ -318,14 +318,37 @@ def train(
         _check_resumable(checkpoint["config"], cfg, run_dir)
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
+    owns_ray = False
     if address not in (None, "local"):
-        from evolstm.ray_evaluator import check_reachable
+        from evolstm.ray_evaluator import connect_ray
 
-        check_reachable(address)  # seconds, not minutes, and before any folder is made
-    if checkpoint is None:
-        run_dir = _writable_run_dir(Path(runs_root), cfg)
-    else:
-        _write_config(run_dir, cfg, "--resume")
+        owns_ray = connect_ray(address)  # fails in seconds, before any folder is made
+    try:
+        if checkpoint is None:
+            run_dir = _writable_run_dir(Path(runs_root), cfg)
+        else:
+            _write_config(run_dir, cfg, "--resume")
+        return _train_in_folder(
+            cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir
+        )
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _train_in_folder(
+    cfg: RunConfig,
+    agent_cls: type[Agent],
+    options: Any,
+    factory: EnvFactory,
+    spec: PolicySpec,
+    address: str | None,
+    checkpoint: dict[str, Any] | None,
+    run_dir: Path,
+) -> Path:
+    """Train in ``run_dir``; an env failure's traceback goes to its ``error.log``."""
     try:
         return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
     except EnvError as err:

@@ -102,7 +102,7 @@ def test_hung_actor_times_out_is_replaced_and_its_shard_rerun(local_ray, tmp_pat
     hang.touch()  # the reference run must not hang
     expected = PopulationEvaluator(factory, spec).evaluate(vectors, seeds)
     hang.unlink()  # the first env to step on Ray now hangs for an hour
-    remote = RayEvaluator(factory, spec, num_workers=2, address="local", shard_timeout_s=4)
+    remote = RayEvaluator(factory, spec, num_workers=2, address="local", shard_timeout_s=6)
     try:
         result = remote.evaluate(vectors, seeds)
     finally:

@@ -25,6 +25,7 @@ from evolstm.cli import main
 from evolstm.policy import POLICY_FORMAT, RecurrentPolicy
 
 FAULTY = "tests.fault_envs:FaultyEnv"
+HTTP2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # what any gRPC server says first
 
 
 class Payload:
@@ -429,6 +430,13 @@ CASES = [
         lambda t, mp: _train(t, "--ray-address", f"127.0.0.1:{_listener(b'HTTP/1.0 400 no')}"),
         2,
         ("--ray-address 127.0.0.1:", "something listens there, but it is not Ray"),
+        _no_run_folder,
+    ),
+    Case(
+        "ray-address-speaks-grpc-but-is-not-ray",
+        lambda t, mp: _train(t, "--ray-address", f"127.0.0.1:{_listener(HTTP2_SETTINGS)}"),
+        2,
+        ("--ray-address 127.0.0.1:", "something listens there, but it is not Ray ("),
         _no_run_folder,
     ),
     Case(
