@@ -18,6 +18,7 @@ for both on this 2-core machine).
     python bench/pg.py                 # both sides, seed 0
     python bench/pg.py --seeds 0 1 2   # several seeds, one line each, then medians
     python bench/pg.py --skip-sb3      # evolstm only (profile breakdown)
+    python bench/pg.py --skip-sb3 --set agent.critic=shared   # the shared-critic variant
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ THRESHOLD = 475.0
 CONFIG = _bench_dir.parent / "configs" / "cartpole_nv_ppo.yaml"
 
 
-def run_evolstm(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
+def run_evolstm(
+    seed: int, eval_every: int, episodes: int, max_steps: int, overrides: list[str]
+) -> dict:
     """evolstm PPO driven directly (no trainer), evaluated by the trainer's evaluator."""
     from evolstm.agent import AgentContext
 
-    cfg = load_config(CONFIG, [f"seed={seed}"])
+    cfg = load_config(CONFIG, [f"seed={seed}", *overrides])
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
     agent_cls = get_agent("ppo")
@@ -183,12 +186,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="overrides of the evolstm config (agent.critic=shared)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; eval every {args.eval_every} steps")
     ratios = []
     for seed in args.seeds:
-        ours = run_evolstm(seed, args.eval_every, args.episodes, args.max_steps)
+        ours = run_evolstm(seed, args.eval_every, args.episodes, args.max_steps, args.set)
         print(_fmt(ours), flush=True)
         total = ours["time_rollout"] + ours["time_forward"]
         total += ours["time_backward"] + ours["time_optimizer"]

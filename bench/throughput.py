@@ -20,6 +20,11 @@ Rows (warm-up run excluded, median of ``--repeats`` timed runs):
 * ``GymNE``: one solution at a time on one env (slow: a subset of the population is timed);
 * ``evolstm`` E=4: the same population, 4 episodes per member (P x 4 slots).
 
+Then (not with ``--quick``) the paths users run (``bench/_user_paths.py``): a user's
+gymnasium env (``Pendulum-v1``: evolstm vs VecGymNE vs the raw ``SyncVectorEnv`` bound),
+``evolstm train`` (PGPE, P = 256, PendulumNoVel) beside the evaluator alone with their
+ratio, and the fixed cost of a generation (one-step episodes) in µs.
+
 Headline rows use ``--threads`` torch threads on both sides (default 1: ops on ``[P, B, 4H]``
 tensors gain nothing from more, and on a busy machine each parallel region can wait a
 scheduler time slice for its second thread); the E=1 rows are repeated at torch's default
@@ -75,12 +80,18 @@ from bench._evotorch_mapping import (  # noqa: E402
     fold_obs_norm,
     to_evotorch_solutions,
 )
+from bench._user_paths import (  # noqa: E402
+    generation_fixed_cost,
+    sync_vector_bound,
+    trainer_vs_evaluator,
+    wrapper_rows,
+)
 from evolstm.agent import AgentContext  # noqa: E402
 from evolstm.config import load_config, resolve_agent  # noqa: E402
 from evolstm.env_factory import EnvFactory, resolve_env  # noqa: E402
 from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
 from evolstm.obs_norm import ObsNormalizer  # noqa: E402
-from evolstm.policy import PolicySpec, RecurrentPolicy  # noqa: E402
+from evolstm.policy import PolicySpec, RecurrentPolicy, init_vector  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 QUICKSTART = _bench_dir.parent / "configs" / "quickstart.yaml"
@@ -89,6 +100,7 @@ QUICKSTART = _bench_dir.parent / "configs" / "quickstart.yaml"
 EVOTORCH_ENV_ID = f"envs:{ENV_ID}"
 HIDDEN = 16
 SOLVED = 475.0
+USER_ENV_ID = "Pendulum-v1"  # a user's gymnasium env: no native vector env
 BY_ID = "id string -> EvoTorch SyncVectorEnv"
 BY_CALLABLE = "callable -> evolstm native env"
 EPISODE_SEED = 12345  # the one start every member meets on the evolstm and native-env rows
@@ -116,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch threads of the headline rows (both sides)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the population noise")
+    parser.add_argument(
+        "--train-iterations", type=int, default=30, help="iterations of the `evolstm train` rows"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in (
@@ -371,6 +386,32 @@ class Bench:
         return [ours, theirs]
 
 
+def pendulum_v1_rows(population: int, repeats: int) -> list[Row]:
+    """A user's gymnasium env (``Pendulum-v1``, fixed 200-step episodes, no native vector env):
+    evolstm's evaluator, VecGymNE, and a raw ``SyncVectorEnv`` with random actions (the
+    bound of that path), all at one torch thread, P members around a fresh LSTM-16."""
+    torch.set_num_threads(1)
+    factory = resolve_env(USER_ENV_ID)
+    spec = PolicySpec(*factory.spaces(), cell="lstm", hidden=HIDDEN)
+    centre = init_vector(spec, torch.Generator().manual_seed(0))
+    noise = torch.randn(population, centre.numel(), generator=torch.Generator().manual_seed(1))
+    vectors = centre + 0.1 * noise
+    evaluator = PopulationEvaluator(factory, spec)
+    run, _ = evolstm_side(evaluator, vectors, 1)
+    rate, _ = timed(run, repeats)
+    evaluator.close()
+    ours = Row("evolstm", f"{USER_ENV_ID}: SyncVectorEnv", population, 1, "1", 200.0, rate)
+    problem = make_vecgymne(USER_ENV_ID, evotorch_network(spec))
+    solutions = to_evotorch_solutions(template_net(problem), spec, vectors)
+    rate, counts = timed(evotorch_side(problem, solutions), repeats)
+    path = f"{USER_ENV_ID}: id -> EvoTorch SyncVecEnv"
+    theirs = Row("VecGymNE", path, population, 1, "1", counts[-1] / population, rate, ours)
+    bound = sync_vector_bound(USER_ENV_ID, population, 200, repeats)
+    path = f"{USER_ENV_ID}: SyncVectorEnv, random actions"
+    raw = Row("bound", path, population, 1, "-", 200.0, bound, ours)
+    return [ours, theirs, raw]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.getLogger("evotorch").setLevel(logging.WARNING)
@@ -425,6 +466,16 @@ def main(argv: list[str] | None = None) -> None:
         "evolstm/side = env-steps/s of the evolstm E=1 row above it (same threads) / the side's; "
         "mean len = env steps per episode in the last timed run"
     )
+    if args.quick:
+        return
+    print()
+    print("A user's gymnasium env (no native vector env):")
+    print_table(pendulum_v1_rows(P, args.repeats))
+    print()
+    print("Through `evolstm train` (what users run) beside the evaluator alone:")
+    print("\n".join(trainer_vs_evaluator(P, args.train_iterations)))
+    print("\n".join(generation_fixed_cost(P, 5 * args.train_iterations)))
+    print("\n".join(wrapper_rows(P, args.repeats)))
 
 
 if __name__ == "__main__":

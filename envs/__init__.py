@@ -47,6 +47,14 @@ TASKS: dict[str, tuple[str, str, dict]] = {
     "DelayedRecall-v0": ("envs.memory:DelayedRecallEnv", "envs.memory:DelayedRecallVectorEnv", {}),
 }
 
+# Evolino's supervised sequence tasks as episodes (envs/sequence_env.py): no native vector env
+# (one slot per episode is all they need; gymnasium's SyncVectorEnv serves).
+SEQUENCE_TASKS: dict[str, dict] = {
+    "Sines-v0": {"task": "sines"},
+    "MackeyGlass-v0": {"task": "mackey_glass"},
+    "AnBnCn-v0": {"task": "anbncn"},
+}
+
 
 def register_all() -> None:
     """Register every task (idempotent)."""
@@ -60,11 +68,15 @@ def register_all() -> None:
             vector_entry_point=vector_entry_point,
             **extra,
         )
+    for name, kwargs in SEQUENCE_TASKS.items():
+        env_id = f"{NAMESPACE}/{name}"
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="envs.sequence_env:SequenceEnv", kwargs=kwargs)
 
 
 def task_ids() -> list[str]:
     """The registered evolstm task ids, sorted."""
-    return sorted(f"{NAMESPACE}/{name}" for name in TASKS)
+    return sorted(f"{NAMESPACE}/{name}" for name in [*TASKS, *SEQUENCE_TASKS])
 
 
 register_all()

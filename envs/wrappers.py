@@ -11,6 +11,9 @@ Each comes as a single-env ``gymnasium.ObservationWrapper`` and a vector-env
   2015).
 * :class:`ObservationNoise` / :class:`VectorObservationNoise`: additive Gaussian noise.
 
+Each single form names its vector form (class attribute ``vector_form``), so a built-in
+task wrapped in them keeps its native vector env (:func:`evolstm.env_factory.vector_form`).
+
 The random wrappers draw from their own generator, seeded from the ``reset`` seed (a
 vector wrapper: slot ``i`` from ``seed + i`` or ``seed[i]``, as ``SyncVectorEnv`` seeds its
 sub-envs; ``None`` keeps the current generator), so runs are reproducible and every slot
@@ -22,7 +25,7 @@ draw (flicker) or one vector of draws (noise) is made per observation, resets in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -129,6 +132,8 @@ class KeepObservationIndices(gym.ObservationWrapper):
     :param indices: distinct positions to keep, in the order given.
     """
 
+    vector_form: ClassVar[str] = "envs.wrappers:VectorKeepObservationIndices"
+
     def __init__(self, env: gym.Env, indices: Sequence[int]) -> None:
         super().__init__(env)
         space = _box(env.observation_space, "KeepObservationIndices")
@@ -171,6 +176,8 @@ class FlickerObservation(_SeededObservationWrapper):
     :param env: the env to wrap (Box observations).
     :param p: blank probability in [0, 1].
     """
+
+    vector_form: ClassVar[str] = "envs.wrappers:VectorFlickerObservation"
 
     def __init__(self, env: gym.Env, p: float) -> None:
         super().__init__(env, FLICKER_TAG)
@@ -223,6 +230,8 @@ class ObservationNoise(_SeededObservationWrapper):
     :param env: the env to wrap (floating Box observations).
     :param std: standard deviation, a scalar or an array broadcastable to the observation.
     """
+
+    vector_form: ClassVar[str] = "envs.wrappers:VectorObservationNoise"
 
     def __init__(self, env: gym.Env, std: float | Sequence[float] | np.ndarray) -> None:
         super().__init__(env, NOISE_TAG)

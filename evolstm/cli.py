@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_location_options(compare)
 
     commands.add_parser("envs", help="list the registered evolstm tasks with their spaces")
-    commands.add_parser("agents", help="list the available agents with their family")
+    commands.add_parser("agents", help="list the available agents: family, description and options")
     return parser
 
 
@@ -284,17 +284,12 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from evolstm.registry import available_agents, broken_agents
+    from evolstm.registry import available_agents, broken_agents, describe_agent
 
-    agents = available_agents()
-    broken = broken_agents()
-    width = max((len(n) for n in [*agents, *broken]), default=4)
-    for name, cls in agents.items():
-        summary = (cls.__doc__ or "").strip().splitlines()[:1]
-        about = f"  {summary[0]}" if summary else ""
-        print(f"{name:<{width}}  {cls.family:<3} {cls.__module__}:{cls.__qualname__}{about}")
-    for name, reason in broken.items():
-        print(f"{name:<{width}}  (failed to load: {reason})")
+    for name, cls in available_agents().items():
+        print("\n".join(describe_agent(name, cls)))
+    for name, reason in broken_agents().items():
+        print(f"{name}  (failed to load: {reason})")
     return 0
 
 

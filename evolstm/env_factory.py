@@ -50,6 +50,36 @@ def import_path(path: str) -> Any:
     return obj
 
 
+# gymnasium's wrappers whose ``gymnasium.wrappers.vector`` namesake acts on each slot as the
+# single wrapper does (stateless, per-element; same constructor arguments).
+GYMNASIUM_VECTOR_FORMS = frozenset(
+    {"ClipAction", "RescaleAction", "FlattenObservation", "DtypeObservation"}
+)
+
+
+def vector_form(wrapper: Any) -> Any | None:
+    """The vector-env form of a single-env wrapper class, or ``None``.
+
+    A wrapper declares it as the class attribute ``vector_form`` (the class itself or a
+    ``"module:Class"`` path), as evolstm's own wrappers (``envs.wrappers``) do; gymnasium's
+    stateless wrappers of :data:`GYMNASIUM_VECTOR_FORMS` map to their vector namesakes. The
+    vector form over N slots must equal ``SyncVectorEnv`` of N single forms.
+    """
+    form = getattr(wrapper, "vector_form", None)
+    if isinstance(form, str):
+        return import_path(form)
+    if form is not None:
+        return form
+    name = getattr(wrapper, "__name__", "")
+    if name in GYMNASIUM_VECTOR_FORMS and getattr(wrapper, "__module__", "").startswith(
+        "gymnasium.wrappers"
+    ):
+        import gymnasium.wrappers.vector
+
+        return getattr(gymnasium.wrappers.vector, name)
+    return None
+
+
 @dataclass
 class EnvFactory:
     """Makes the task's single and vector envs; picklable (strings and dicts only).
@@ -123,16 +153,35 @@ class EnvFactory:
         spec = self.env_spec()
         return None if spec is None else spec.reward_threshold
 
+    def sync_reason(self) -> str | None:
+        """Why :meth:`make_vector` falls back to ``SyncVectorEnv`` (``None``: it runs the
+        task's native vector env, with the vector form of every wrapper)."""
+        spec = self.env_spec()
+        if spec is None or spec.vector_entry_point is None:
+            return "it has no native vector env (no vector_entry_point registered)"
+        for wrapper in self.wrappers:
+            if vector_form(import_path(wrapper["path"])) is None:
+                return (
+                    f"wrapper {wrapper['path']!r} has no vector form (declare one as its "
+                    "class attribute `vector_form`)"
+                )
+        return None
+
     def make_vector(self, num_envs: int) -> gym.vector.VectorEnv:
         """``num_envs`` slots: the task's native batch env when it is registered with a
-        ``vector_entry_point`` and no wrappers are configured, else a ``SyncVectorEnv``
-        of :meth:`make`. Autoreset must be gymnasium's ``NEXT_STEP`` (the rollout engine's
-        convention); anything else is a :class:`ConfigError`."""
-        spec = self.env_spec()
-        if spec is not None and spec.vector_entry_point is not None and not self.wrappers:
+        ``vector_entry_point`` and every configured wrapper has a vector form
+        (:func:`vector_form`; those are applied to it in order), else a ``SyncVectorEnv``
+        of :meth:`make` (:meth:`sync_reason` says why). Autoreset must be gymnasium's
+        ``NEXT_STEP`` (the rollout engine's convention); anything else is a
+        :class:`ConfigError`."""
+        if self.sync_reason() is None:
             vec = gym.make_vec(
                 self.id, num_envs, vectorization_mode="vector_entry_point", **self.kwargs
             )
+            for wrapper in self.wrappers:
+                form = vector_form(import_path(wrapper["path"]))
+                assert form is not None  # sync_reason() checked every wrapper
+                vec = form(vec, **wrapper.get("kwargs", {}))
         else:
             vec = SyncVectorEnv([self.make for _ in range(num_envs)])
         mode = vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)

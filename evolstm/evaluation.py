@@ -195,16 +195,14 @@ class PopulationEvaluator:
         obs_norm: ObsNormalizer | None,
         collect_stats: bool,
     ) -> EvaluationResult:
-        vectors = torch.as_tensor(vectors, dtype=torch.float32)
-        if vectors.dim() == 1:
-            vectors = vectors.unsqueeze(0)
+        vectors = plain_population(vectors)
         pop, n_ep = vectors.shape[0], len(seeds)
         if n_ep < 1:
             raise ValueError("evaluate needs at least one episode seed")
         n = pop * n_ep
         env = self._vector_env(n)
         policy = PopulationPolicy(self.core, vectors, obs_norm)
-        stats = RunningStats() if collect_stats else None
+        sums = _ObsSums() if collect_stats else None
         reset_seeds = [int(seeds[e]) for _ in range(pop) for e in range(n_ep)]
         obs, _ = self._guarded(env, 0, n_ep, lambda: env.reset(seed=reset_seeds))
         state = policy.init_state(n_ep)
@@ -225,8 +223,8 @@ class PopulationEvaluator:
                 penalized = self._non_finite("observation", bad & alive, penalized, step, n_ep)
                 alive &= ~bad
                 x[torch.from_numpy(bad)] = 0.0  # finished/penalized slots: keep the batch finite
-            if stats is not None:
-                stats.update(x[torch.from_numpy(alive)].numpy())
+            if sums is not None:
+                sums.add(x.numpy(), alive)
             actions, state = policy.act_encoded(x, state, n_ep)
             t1 = time.perf_counter()
             step += 1
@@ -261,7 +259,7 @@ class PopulationEvaluator:
             lengths=lengths.reshape(shape),
             env_steps=int(lengths.sum()),
             successes=None if successes is None else successes.reshape(shape),
-            obs_stats=stats,
+            obs_stats=None if sums is None else sums.stats(),
             penalized=None if penalized is None else penalized.reshape(shape),
             timings={"time_env_s": env_s, "time_policy_s": policy_s},
         )
@@ -303,6 +301,46 @@ class PopulationEvaluator:
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+class _ObsSums:
+    """Count, sum and sum of squares (float64) of the encoded observations of alive slots.
+
+    Two reductions per step instead of a Chan merge per step; turned into
+    :class:`RunningStats` once, at the end of the rollout."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | float = 0.0
+        self.squares: np.ndarray | float = 0.0
+
+    def add(self, x: np.ndarray, alive: np.ndarray) -> None:
+        """``x [N, in]`` of this step; only rows where ``alive [N]`` count."""
+        rows = x if alive.all() else x[alive]
+        self.count += rows.shape[0]
+        self.total = self.total + rows.sum(axis=0, dtype=np.float64)
+        self.squares = self.squares + np.square(rows, dtype=np.float64).sum(axis=0)
+
+    def stats(self) -> RunningStats:
+        if self.count == 0:
+            return RunningStats()
+        mean = np.asarray(self.total) / self.count
+        m2 = np.maximum(np.asarray(self.squares) - self.count * mean**2, 0.0)
+        return RunningStats(float(self.count), mean, m2)
+
+
+def plain_population(vectors: Any) -> torch.Tensor:
+    """``vectors`` ``[P, D]`` (or ``[D]``) as a plain, contiguous float32 tensor ``[P, D]``.
+
+    The evaluator's door: a tensor subclass (EvoTorch's ``ReadOnlyTensor``) would ride
+    through every op of the population forward via ``__torch_function__`` (measured 2.9x
+    slower), and a strided view would be copied block by block.
+    """
+    t = torch.as_tensor(vectors)
+    if type(t) is not torch.Tensor:
+        t = t.as_subclass(torch.Tensor)
+    t = t.detach().to(torch.float32).contiguous()
+    return t.unsqueeze(0) if t.dim() == 1 else t
 
 
 def _diagnose(env: gym.vector.VectorEnv, err: Exception) -> tuple[int | None, str | None]:

@@ -296,21 +296,61 @@ class RecurrentCore:
             state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
         elif episode_start is not None:
             state = cells.reset_state(state, episode_start)
-        layers = [
-            {pname: params[full] for pname, full in names} for names in self._layer_param_names
-        ]
+        return self._stack(self._layers(params), x, state)
+
+    def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
+        w, b = params["readout.W"], params["readout.b"]
+        return _readout(y, w, b.unsqueeze(-2))
+
+    def prepare(self, params: Mapping[str, torch.Tensor]) -> PreparedParams:
+        """Group named blocks the way :meth:`step_prepared` reads them (once per population,
+        not once per step)."""
+        w, b = params["readout.W"], params["readout.b"]
+        return PreparedParams(self._layers(params), w, b.unsqueeze(-2))
+
+    def step_prepared(
+        self, prepared: PreparedParams, x: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """:meth:`forward` without ``episode_start``, on :meth:`prepare`'s grouping (the
+        population's hot path: no per-step regrouping of the parameters)."""
+        if not self.spec.memory:
+            state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
+        y, state = self._stack(prepared.layers, x, state)
+        return _readout(y, prepared.readout_w, prepared.readout_b), state
+
+    def _layers(self, params: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{pname: params[full] for pname, full in names} for names in self._layer_param_names]
+
+    def _stack(
+        self, layers: list[dict[str, torch.Tensor]], x: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
         y, state = cells.stack_step(self.spec.cell, layers, x, state)
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
         return y, state
 
-    def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
-        w, b = params["readout.W"], params["readout.b"]
-        # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
-        # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
-        out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
-        return out + b.unsqueeze(-2)
+
+def _readout(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``y @ w + b``: ``y [P, B, F]``, ``w [P, F, A]``, ``b [P, 1, A]`` (or without P)."""
+    # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
+    # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
+    out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
+    return out + b
+
+
+@dataclass(frozen=True)
+class PreparedParams:
+    """One policy's (or population's) parameters grouped for stepping.
+
+    :param layers: per layer, the cell's named tensors (:func:`evolstm.cells.param_shapes`).
+    :param readout_w: ``[(P,) F, A]``.
+    :param readout_b: ``[(P,) 1, A]`` (broadcasts over the batch).
+    """
+
+    layers: list[dict[str, torch.Tensor]]
+    readout_w: torch.Tensor
+    readout_b: torch.Tensor
 
 
 class RecurrentPolicy(nn.Module):
@@ -517,6 +557,7 @@ class PopulationPolicy:
         self.core = core
         self.size = vectors.shape[0]
         self.params = {k: v.contiguous() for k, v in unflatten(core.layout, vectors).items()}
+        self._prepared = core.prepare(self.params)
 
     def init_state(self, episodes: int) -> State:
         """Zero state ``[P, B, H]`` per layer for ``B = episodes`` envs per member."""
@@ -533,10 +574,11 @@ class PopulationPolicy:
         Runs under ``torch.inference_mode`` (cheaper per op than ``no_grad``): the returned
         state is an inference tensor, to be fed back here, never into an autograd graph.
         """
-        x = self.core.shape_input(x, (self.size, episodes), self.obs_norm)
-        out, state = self.core.forward(self.params, x, state)
-        actions = self.core.head.deterministic(out)
-        return self.core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
+        core = self.core
+        x = core.shape_input(x, (self.size, episodes), self.obs_norm)
+        out, state = core.step_prepared(self._prepared, x, state)
+        actions = core.head.deterministic(out)
+        return core.head.to_env(actions.reshape(-1, *actions.shape[2:])), state
 
 
 def _is_single(space: gym.Space, obs: Any) -> bool:

@@ -3,12 +3,19 @@
 A user's own agent plugs in exactly like the built-in ones: a package declares
 ``[project.entry-points."evolstm.agents"] myagent = "mypkg.module:MyAgent"``. Nothing in
 ``evolstm/`` imports ``agents/`` directly (data flows one way).
+
+Listing and validating agents imports their modules, so an agent module imports no heavy
+optimiser library (evotorch, ray, wandb, sb3_contrib) at module level: its docstring and
+its ``Options`` (a pydantic model whose fields carry descriptions) are what
+``evolstm agents`` shows (:func:`describe_agent`), and the library is imported only when
+the agent is built.
 """
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evolstm.errors import ConfigError
 
@@ -63,3 +70,26 @@ def get_agent(name: str) -> type[Agent]:
         raise ConfigError(f"agent.name {name!r} is registered but failed to load ({broken[name]})")
     valid = ", ".join(sorted(agents)) or "(none installed)"
     raise ConfigError(f"unknown agent.name {name!r}; available agents: {valid}")
+
+
+def describe_agent(name: str, cls: type[Agent]) -> list[str]:
+    """The lines ``evolstm agents`` prints for one agent: ``name family module:Class``, then
+    its whole docstring and every option as ``key: type = default  description``."""
+    lines = [f"{name}  {cls.family}  {cls.__module__}:{cls.__qualname__}"]
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    lines += [f"    {line}".rstrip() for line in doc.splitlines()]
+    fields = cls.Options.model_fields
+    if fields:
+        lines.append("    options:")
+    for key, info in fields.items():
+        kind = _type_name(info.annotation)
+        default = info.get_default(call_default_factory=True)
+        about = f"  {info.description}" if info.description else ""
+        lines.append(f"      {key}: {kind} = {default!r}{about}")
+    return lines
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")

@@ -13,6 +13,7 @@ from evolstm.evaluation import (
     TRAIN_STREAM,
     EvaluationResult,
     PopulationEvaluator,
+    _ObsSums,
     episode_seeds,
 )
 from evolstm.obs_norm import RunningStats
@@ -50,8 +51,10 @@ def test_running_stats_equal_numpy_over_uneven_batches():
 
 def test_evaluator_statistics_are_those_of_the_observations_seen(monkeypatch):
     seen: list[np.ndarray] = []
-    original = RunningStats.update
-    monkeypatch.setattr(RunningStats, "update", lambda s, x: (seen.append(x), original(s, x)))
+    original = _ObsSums.add  # what the evaluator accumulates each step: rows of live slots
+    monkeypatch.setattr(
+        _ObsSums, "add", lambda s, x, alive: (seen.append(x[alive].copy()), original(s, x, alive))
+    )
     spec = _spec()
     result = PopulationEvaluator(CARTPOLE, spec).evaluate(
         _population(spec, 5), [11, 12], collect_stats=True

@@ -80,9 +80,9 @@ def test_safe_unpickler_refuses_any_other_global(tmp_path, qualname):
 
 def test_safe_unpickler_refuses_calling_an_allowlisted_class():
     # REDUCE with an allowlisted class: allowed to be *built* (NEWOBJ), never *called*.
-    raw = pickle.dumps(("agents.es", "EvaluatorProblem"), protocol=4)  # just two strings
+    raw = pickle.dumps(("agents._evotorch", "EvaluatorProblem"), protocol=4)  # two strings
     assert pickle.loads(raw)
-    payload = b"\x80\x04\x8c\tagents.es\x8c\x10EvaluatorProblem\x93)R."
+    payload = b"\x80\x04\x8c\x10agents._evotorch\x8c\x10EvaluatorProblem\x93)R."
     data = {"pickle": torch.frombuffer(bytearray(payload), dtype=torch.uint8), "tensors": []}
     with pytest.raises(safe_pickle.UnsafePickleError, match=r"calling .* is not allowed"):
         safe_pickle.loads(data, SEARCHER_ALLOWLIST)

@@ -1,0 +1,263 @@
+"""Evolino: ESP evolves the LSTM cells, the linear readout is computed.
+
+D. Wierstra, F. Gomez and J. Schmidhuber, "Modeling systems with internal state using
+Evolino", GECCO 2005 (and IJCAI 2005); J. Schmidhuber, D. Wierstra, M. Gagliolo and
+F. Gomez, "Training recurrent networks by Evolino", Neural Computation 19(3), 2007.
+
+**Where the training data comes from.** A sequence task is a gymnasium env
+(:class:`envs.sequence_env.SequenceEnv`, registered as ``evolstm/Sines-v0``,
+``evolstm/MackeyGlass-v0``, ``evolstm/AnBnCn-v0``) that carries its dataset as
+``env.dataset`` (:class:`envs.sequences.SequenceDataset`). Evolino builds one env through the
+trainer's env factory (``ctx.make_vector_env(1)``) and reads the dataset from it, so a
+sequence task is a config like any other, and the trainer's held-out evaluation, ``evolstm
+eval`` and the task's success test (the free-running test error) run the saved policy as an
+ordinary episode. Any env with a ``dataset`` attribute of that type works.
+
+**One generation** (ESP's assembly, credit and recombination, :mod:`agents.esp`; a chromosome
+is a cell's incoming weights only, since the readout is not evolved):
+
+1. All ``N`` assembled networks run teacher-forced over the training sequences as one batch
+   (``[N, B, I]``, B = independent training sequences); the first ``washout`` steps are
+   discarded and the last layer's outputs on the training steps are collected:
+   ``Phi [N, M, F]`` (M scored steps).
+2. The readout ``[W; b] = argmin ||[Phi 1] [W; b] - D||^2 + ridge * M * ||[W; b]||^2`` is
+   solved for every network at once: Cholesky on the ridge normal equations (``solver:
+   ridge``; FIELD-NOTES measured it about twice as fast as ``torch.linalg.lstsq`` for
+   P=256, T=1000, H=64), or ``torch.linalg.lstsq`` (``solver: lstsq``, the plain
+   pseudo-inverse solution). It is written into the network's ``readout.W``/``readout.b``.
+3. Fitness (maximised) is minus the mean squared error of a **free-running** pass: time
+   series run ``fitness_windows`` windows of the training steps in one batch, each
+   teacher-forced for ``washout`` steps and then fed back its own prediction for
+   ``fitness_horizon`` steps. a^n b^n c^n has no feedback (the inputs are the strings), so
+   its fitness is the error on the training strings.
+
+The networks are evaluated in-process (not on Ray shards): a generation is a few batched
+tensor passes over one dataset, with no env to step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pydantic
+import torch
+
+from agents.esp import ESP, ESPOptions
+from evolstm.agent import AgentContext
+from evolstm.errors import ConfigError
+from evolstm.evaluation import single_torch_thread
+from evolstm.policy import RecurrentCore, unflatten
+
+
+class EvolinoOptions(ESPOptions):
+    """Evolino's options: ESP's, plus the readout solve and the free-running fitness."""
+
+    solver: Literal["ridge", "lstsq"] = pydantic.Field(
+        "ridge", description="readout solve: ridge (Cholesky normal equations) or lstsq"
+    )
+    ridge: float = pydantic.Field(
+        1e-6, ge=0, description="ridge penalty per scored step of the readout solve"
+    )
+    fitness_windows: int = pydantic.Field(
+        4, ge=1, description="free-running windows of the training steps the fitness averages"
+    )
+    fitness_horizon: int | None = pydantic.Field(
+        None, ge=1, description="free-running steps per window (None: the task's test length)"
+    )
+
+
+def solve_readout(
+    features: torch.Tensor, targets: torch.Tensor, *, ridge: float = 0.0, solver: str = "ridge"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares linear readout with bias, batched or not.
+
+    :param features: ``[N, M, F]`` (or ``[M, F]``) network outputs on the scored steps.
+    :param targets: ``[M, O]`` (or ``[N, M, O]``) desired outputs.
+    :param ridge: penalty ``ridge * M`` on the squared weights (``"ridge"`` needs > 0 when
+        ``Phi^T Phi`` may be singular).
+    :param solver: ``"ridge"`` (Cholesky on the normal equations; falls back to lstsq for a
+        network whose matrix is not positive definite) or ``"lstsq"``.
+    :return: ``W [N, F, O]`` and ``b [N, O]`` (no ``N`` for unbatched input), float32.
+    """
+    unbatched = features.dim() == 2
+    phi = features.unsqueeze(0) if unbatched else features
+    n, m, f = phi.shape
+    phi = torch.cat([phi.double(), torch.ones(n, m, 1, dtype=torch.float64)], dim=2)
+    d = targets.double()
+    d = d.expand(n, *d.shape) if d.dim() == 2 else d
+    if solver == "lstsq":
+        solution = torch.linalg.lstsq(phi, d).solution
+    else:
+        gram = phi.transpose(1, 2) @ phi
+        gram = gram + ridge * m * torch.eye(f + 1, dtype=torch.float64)
+        rhs = phi.transpose(1, 2) @ d
+        chol, info = torch.linalg.cholesky_ex(gram)
+        solution = torch.cholesky_solve(rhs, chol)
+        bad = info != 0
+        if bad.any():
+            solution[bad] = torch.linalg.lstsq(phi[bad], d[bad]).solution
+    solution = torch.nan_to_num(solution).float()
+    w, b = solution[:, :f], solution[:, f]
+    return (w[0], b[0]) if unbatched else (w, b)
+
+
+def _dataset_of(ctx: AgentContext) -> Any:
+    from envs.sequences import SequenceDataset
+
+    env = ctx.make_vector_env(1)
+    try:
+        dataset = getattr(env, "dataset", None)
+        if dataset is None and hasattr(env, "get_attr"):
+            try:
+                dataset = env.get_attr("dataset")[0]
+            except AttributeError:
+                dataset = None
+    finally:
+        env.close()
+    if not isinstance(dataset, SequenceDataset):
+        raise ConfigError(
+            "agent.name 'evolino' needs a sequence task whose env has a 'dataset' "
+            "(env.id: evolstm/Sines-v0, evolstm/MackeyGlass-v0 or evolstm/AnBnCn-v0)"
+        )
+    return dataset
+
+
+class Evolino(ESP):
+    """Evolino: ESP-evolved LSTM cells with a least-squares linear readout, fitness from a
+    free-running pass (Schmidhuber, Wierstra, Gagliolo & Gomez 2007)."""
+
+    Options = EvolinoOptions
+    evolve_readout: ClassVar[bool] = False
+
+    def __init__(self, options: EvolinoOptions, ctx: AgentContext) -> None:
+        super().__init__(options, ctx)
+        from envs.sequence_env import segments
+
+        self.core = RecurrentCore(ctx.policy_spec)
+        data = self.dataset = _dataset_of(ctx)
+        self.free_running = "free-running" in str(data.metadata.get("test_mode", ""))
+        inputs = torch.as_tensor(data.inputs, dtype=torch.float32)
+        targets = torch.as_tensor(data.targets, dtype=torch.float32)
+        # Training sequences as a padded batch [B, L, I]; scored = training steps past washout.
+        seqs = segments(data.sequence_starts, 0, data.train.stop)
+        length = max(b - a for a, b in seqs)
+        self.train_inputs = torch.zeros(len(seqs), length, inputs.shape[1])
+        self.scored = torch.zeros(len(seqs), length, dtype=torch.bool)
+        for i, (a, b) in enumerate(seqs):
+            self.train_inputs[i, : b - a] = inputs[a:b]
+            first = max(a, data.washout.stop, data.train.start)
+            self.scored[i, first - a : b - a] = True
+        rows = [torch.arange(a, b) for a, b in seqs]
+        steps = torch.cat([r[self.scored[i, : len(r)]] for i, r in enumerate(rows)])
+        self.train_targets = targets[steps]  # [M, O], in the order of scored.nonzero()
+        self.inputs, self.targets = inputs, targets
+        if self.free_running:
+            self._plan_windows(options)
+
+    def _plan_windows(self, o: EvolinoOptions) -> None:
+        data = self.dataset
+        washout = data.washout.stop
+        horizon = o.fitness_horizon or (data.test.stop - data.test.start)
+        first = max(washout, data.train.start)
+        horizon = min(horizon, data.train.stop - first)
+        starts = np.linspace(first, data.train.stop - horizon, o.fitness_windows)
+        self.window_starts = torch.as_tensor(np.round(starts).astype(np.int64))
+        self.window_washout, self.horizon = washout, horizon
+
+    # -- the network's forward pass, features only (the readout is what Evolino computes) ----
+    def _features(self, params: dict[str, torch.Tensor], x: torch.Tensor, state: Any) -> Any:
+        from evolstm import cells
+
+        layers = [
+            {pname: params[full] for pname, full in self.layout.layer_param_names(layer)}
+            for layer in range(len(self.layout.layer_inputs))
+        ]
+        y, state = cells.stack_step(self.ctx.policy_spec.cell, layers, x, state)
+        if self.ctx.policy_spec.cell == "conv_peephole":
+            y = y.flatten(start_dim=-3)
+        return y, state
+
+    def _teacher_forced_features(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``Phi [N, M, F]`` on the scored training steps."""
+        n = next(iter(params.values())).shape[0]
+        b, length, _ = self.train_inputs.shape
+        state = self.core.init_state((n, b))
+        out = []
+        for t in range(length):
+            x = self.train_inputs[:, t].expand(n, b, -1)
+            y, state = self._features(params, x, state)
+            out.append(y)
+        feats = torch.stack(out, dim=2)  # [N, B, L, F]
+        return feats[:, self.scored]  # [N, M, F] (row-major over B then L)
+
+    def _free_running_error(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error ``[N]`` of the free-running windows."""
+        n = next(iter(params.values())).shape[0]
+        w, b = params["readout.W"], params["readout.b"]
+        starts = self.window_starts
+        state = self.core.init_state((n, len(starts)))
+        squared = torch.zeros(n)
+        prediction = None
+        for j in range(self.window_washout + self.horizon):
+            t = starts - self.window_washout + j  # [B] time index of each window
+            if j <= self.window_washout or prediction is None:
+                x = self.inputs[t].expand(n, -1, -1)
+            else:
+                x = prediction
+            y, state = self._features(params, x, state)
+            prediction = torch.bmm(y, w) + b.unsqueeze(1)  # [N, B, O]
+            if j >= self.window_washout:
+                squared += ((prediction - self.targets[t]) ** 2).mean(dim=(1, 2))
+        return squared / self.horizon
+
+    def evaluate_networks(self, vectors: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        o: EvolinoOptions = self.options  # type: ignore[assignment]
+        with torch.inference_mode(), single_torch_thread():
+            vectors = vectors.clone()
+            params = unflatten(self.layout, vectors)
+            phi = self._teacher_forced_features(params)
+            w, b = solve_readout(phi, self.train_targets, ridge=o.ridge, solver=o.solver)
+            params["readout.W"].copy_(w)
+            params["readout.b"].copy_(b)
+            fit = torch.bmm(phi, w) + b.unsqueeze(1)
+            self.last_train_mse = ((fit - self.train_targets) ** 2).mean(dim=(1, 2))
+            n = vectors.shape[0]
+            steps = n * int(self.scored.shape[0] * self.scored.shape[1])
+            if self.free_running:
+                error = self._free_running_error(params)
+                steps += n * len(self.window_starts) * (self.window_washout + self.horizon)
+            else:
+                error = self.last_train_mse
+            error = torch.nan_to_num(error.double(), nan=1e12, posinf=1e12)
+        return -error, steps, vectors.clone()
+
+    def step(self) -> dict[str, float]:
+        metrics = super().step()
+        metrics["train_mse_min"] = float(self.last_train_mse.min())
+        metrics["fitness_mse_min"] = -float(metrics["return_max"])
+        return metrics
+
+
+# -- using a trained model from Python ------------------------------------------------------
+def predict(policy: Any, inputs: np.ndarray) -> np.ndarray:
+    """Teacher-forced outputs ``[T, O]`` of a :class:`evolstm.policy.RecurrentPolicy` on
+    ``inputs [T, I]`` (one sequence, state from zero)."""
+    state = policy.init_state(1)
+    outputs = []
+    start = np.ones(1, dtype=bool)
+    for x in np.asarray(inputs, dtype=np.float32):
+        action, state = policy.act(x[None], state, start)
+        start = np.zeros(1, dtype=bool)
+        outputs.append(np.asarray(action, dtype=np.float64).reshape(-1))
+    return np.stack(outputs)
+
+
+def free_run(policy: Any, dataset: Any) -> np.ndarray:
+    """The test predictions ``[T_test, O]`` of a time series, free-running after the
+    teacher-forced washout and training steps (see :func:`envs.sequence_env.free_run`)."""
+    from envs.sequence_env import free_run as run
+    from evolstm.success import policy_fn_maker
+
+    make = policy_fn_maker(policy.spec, policy.to_vector(), policy.obs_norm)
+    return run(make(), dataset)

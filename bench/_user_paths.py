@@ -1,0 +1,202 @@
+"""The path users run: ``evolstm train`` against ``PopulationEvaluator.evaluate`` alone.
+
+* :func:`trainer_vs_evaluator`: env-steps/s of ``evolstm train`` (a subprocess running the
+  console script, the agent, its ask/tell, observation statistics, logging, held-out
+  evaluation and checkpoints included; whole iterations from ``metrics.jsonl``, the first
+  one skipped) beside the evaluator alone on the same workload (``P`` members around the
+  agent's initial centre, ``PGPE``'s initial stdev, episode seeds moving like a run's), in
+  one run, and their ratio.
+* :func:`generation_fixed_cost`: microseconds per generation when every episode lasts one
+  step (``env.kwargs.max_episode_steps: 1``): env reset with per-slot seeds, policy set-up,
+  Python bookkeeping, ask/tell and the trainer, with almost no stepping.
+
+``bench/throughput.py`` prints these rows beside its evaluator rows; alone:
+
+    python bench/_user_paths.py [--population 256] [--iterations 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_bench_dir = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _bench_dir]
+sys.path.insert(0, str(_bench_dir.parent))
+importlib.import_module("envs")
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from evolstm.env_factory import resolve_env  # noqa: E402
+from evolstm.evaluation import TRAIN_STREAM, PopulationEvaluator, episode_seeds  # noqa: E402
+from evolstm.policy import PolicySpec, init_vector  # noqa: E402
+
+PENDULUM = "evolstm/PendulumNoVel-v0"
+CARTPOLE = "evolstm/CartPoleNoVel-v0"
+
+
+def train_config(
+    env_id: str, population: int, iterations: int, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A user's config: PGPE, LSTM-16, defaults everywhere else (console and W&B offline)."""
+    return {
+        "name": "bench",
+        "seed": 0,
+        "env": {"id": env_id, "kwargs": env_kwargs or {}},
+        "policy": {"cell": "lstm", "hidden": 16},
+        "agent": {"name": "pgpe", "popsize": population},
+        "budget": {"iterations": iterations},
+    }
+
+
+def run_train(config: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+    """Run ``evolstm train`` as a user would (the console script, in ``workdir``); return
+    the records of ``metrics.jsonl``."""
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    evolstm = Path(sys.executable).parent / "evolstm"
+    subprocess.run(
+        [str(evolstm), "train", str(path), "--runs-dir", str(workdir / "runs")],
+        cwd=workdir,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
+    (run_dir,) = (workdir / "runs").iterdir()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def trainer_rate(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """Env-steps/s and seconds per iteration over whole iterations, the first one skipped."""
+    first, last = records[0], records[-1]
+    steps = last["env_steps"] - first["env_steps"]
+    seconds = last["wall_time"] - first["wall_time"]
+    return steps / seconds, seconds / (len(records) - 1)
+
+
+def evaluator_rate(
+    env_id: str,
+    population: int,
+    generations: int,
+    env_kwargs: dict[str, Any] | None = None,
+    stdev: float = 0.1,
+    wrappers: list[dict[str, Any]] | None = None,
+) -> tuple[float, float]:
+    """``PopulationEvaluator.evaluate`` alone on plain tensors: median env-steps/s and median
+    seconds per call, one warm-up call excluded."""
+    factory = resolve_env(env_id, env_kwargs or {}, wrappers or [])
+    obs_space, act_space = factory.spaces()
+    spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=16)
+    centre = init_vector(spec, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    evaluator = PopulationEvaluator(factory, spec)
+    rates, seconds = [], []
+    for g in range(generations + 1):
+        vectors = centre + stdev * torch.randn(population, centre.numel(), generator=gen)
+        seeds = episode_seeds(0, TRAIN_STREAM, g, 1)
+        start = time.perf_counter()
+        result = evaluator.evaluate(vectors, seeds)
+        took = time.perf_counter() - start
+        if g:
+            rates.append(result.env_steps / took)
+            seconds.append(took)
+    evaluator.close()
+    return statistics.median(rates), statistics.median(seconds)
+
+
+def trainer_vs_evaluator(population: int, iterations: int) -> list[str]:
+    """Table lines: the evaluator alone, ``evolstm train`` and their ratio (PendulumNoVel)."""
+    ev_rate, _ = evaluator_rate(PENDULUM, population, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr_rate, _ = trainer_rate(
+            run_train(train_config(PENDULUM, population, iterations), Path(tmp))
+        )
+    ev_rate2, _ = evaluator_rate(PENDULUM, population, 10)
+    ev = (ev_rate + ev_rate2) / 2
+    return [
+        f"{PENDULUM}, P = {population}, LSTM-16, E = 1, 200-step episodes:",
+        f"  PopulationEvaluator.evaluate alone     {ev:>12,.0f} env-steps/s "
+        f"(before/after the run: {ev_rate:,.0f} / {ev_rate2:,.0f})",
+        f"  evolstm train (pgpe, {iterations} iterations)  {tr_rate:>12,.0f} env-steps/s",
+        f"  train / evaluator                      {tr_rate / ev:>12.2f}",
+    ]
+
+
+def generation_fixed_cost(population: int, iterations: int) -> list[str]:
+    """Table lines: µs per generation with one-step episodes, through ``evolstm train`` and
+    through the evaluator alone."""
+    kwargs = {"max_episode_steps": 1}
+    _, ev_seconds = evaluator_rate(CARTPOLE, population, 50, kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = run_train(train_config(CARTPOLE, population, iterations, kwargs), Path(tmp))
+    _, tr_seconds = trainer_rate(records)
+    return [
+        f"{CARTPOLE} cut to 1-step episodes, P = {population}, LSTM-16, E = 1:",
+        f"  evaluator alone: {ev_seconds * 1e6:>8,.0f} µs per generation",
+        f"  evolstm train:   {tr_seconds * 1e6:>8,.0f} µs per generation "
+        f"(pgpe, {iterations} iterations, first skipped)",
+    ]
+
+
+def wrapper_rows(population: int, generations: int) -> list[str]:
+    """Table lines: the evaluator on CartPoleNoVel bare and wrapped in
+    ``envs.wrappers:FlickerObservation`` (full-length episodes are not guaranteed: the rate
+    is per env step), and which vector env the wrapped task ran on."""
+    flicker = [{"path": "envs.wrappers:FlickerObservation", "kwargs": {"p": 0.1}}]
+    bare, _ = evaluator_rate(CARTPOLE, population, generations)
+    factory = resolve_env(CARTPOLE, {}, flicker)
+    wrapped, _ = evaluator_rate(CARTPOLE, population, generations, wrappers=flicker)
+    env = factory.make_vector(2)
+    kind = type(env.unwrapped).__name__
+    env.close()
+    return [
+        f"{CARTPOLE}, P = {population}, LSTM-16, E = 1, evaluator alone:",
+        f"  bare                        {bare:>12,.0f} env-steps/s",
+        f"  + FlickerObservation(0.1)   {wrapped:>12,.0f} env-steps/s "
+        f"({wrapped / bare:.2f} of bare; runs on {kind})",
+    ]
+
+
+def sync_vector_bound(env_id: str, population: int, steps: int, repeats: int) -> float:
+    """Env-steps/s of a raw ``SyncVectorEnv`` of ``population`` gymnasium envs stepped with
+    random actions, no policy: the bound any policy on that path stays below."""
+    import gymnasium as gym
+
+    env = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(population)])
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    rates = []
+    for r in range(repeats + 1):
+        env.reset(seed=r)
+        start = time.perf_counter()
+        for action in actions:
+            env.step(action)
+        if r:
+            rates.append(population * steps / (time.perf_counter() - start))
+    env.close()
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--population", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=30)
+    args = parser.parse_args(argv)
+    print("\n".join(wrapper_rows(args.population, 5)))
+    print("\n".join(trainer_vs_evaluator(args.population, args.iterations)))
+    print("\n".join(generation_fixed_cost(args.population, args.iterations * 5)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Double pole balancing without velocities: evaluations to solve, next to the published tables.
+
+For each method x fitness function x seed, the agent trains on ``evolstm/DoublePoleNoVel-v0``
+(1,000-step training episodes) until its best network so far passes the task's own success
+test (:meth:`envs.pole_balancing.PoleBalancingEnv.success_test`: 100,000 steps from the
+standard start and at least 200 of the 625 generalisation starts) or the evaluation budget
+runs out (a failure). An *evaluation* is one episode of one network (the papers' unit).
+The success test runs only when the best network changed and balanced 1,000 steps.
+
+    .venv/bin/python bench/dpnv.py --seeds 20                       # the full table
+    .venv/bin/python bench/dpnv.py --methods esp --fitness damping --seeds 3
+
+Published (evaluations to solve, mean over runs): Gomez, Schmidhuber & Miikkulainen, JMLR 9
+(2008), Table 4 -- damping fitness: CoSyNE 3,416; CMA-ES 6,061; NEAT 6,929; ESP 26,342;
+CNE 87,623; SANE 451,612. Standard fitness: CoSyNE 1,249; CMA-ES 3,521; ESP 7,374.
+Wierstra et al., JMLR 15 (2014), Sec. 5: SNES / xNES median 410 (one recurrent unit).
+Generalisation, Stanley & Miikkulainen (2002), Table 2: CE 300, ESP 289, NEAT 286 of 625.
+(These figures are quoted from the issue; the papers' text was not read here.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evolstm.agent import AgentContext
+from evolstm.env_factory import resolve_env
+from evolstm.evaluation import PopulationEvaluator
+from evolstm.policy import PolicySpec
+from evolstm.registry import get_agent
+from evolstm.success import policy_fn_maker
+
+PUBLISHED = {
+    "damping": {"cosyne": 3416, "cmaes": 6061, "esp": 26342},
+    "standard": {"cosyne": 1249, "cmaes": 3521, "esp": 7374, "snes": 410, "xnes": 410},
+}
+# Per-method options (ESP as configs/dpnv_esp.yaml).
+OPTIONS = {
+    "esp": {"subpop_size": 20, "trials": 10},
+    "cosyne": {"popsize": 40, "obs_norm": False, "stdev_init": 0.3},
+    "snes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
+    "cmaes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
+}
+BALANCED = {"standard": 1000.0, "damping": 0.1}  # the fitness of a 1,000-step balance
+
+
+def run(method: str, fitness: str, seed: int, budget: int, hidden: int) -> dict:
+    """One training run: evaluations to solve (None: failed) and the generalisation score."""
+    factory = resolve_env("evolstm/DoublePoleNoVel-v0", {"reward": fitness, "max_steps": 1000})
+    env = factory.make().unwrapped
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
+    evaluator = PopulationEvaluator(factory, spec)
+    cls = get_agent(method)
+    agent = cls(cls.Options(**OPTIONS[method]), AgentContext(spec, seed, evaluator, None))
+    evaluations, checked = 0, None
+    try:
+        while evaluations < budget:
+            metrics = agent.step()
+            evaluations += int(metrics.get("evaluations", 0)) or _population(agent)
+            best = float(agent.best_fitness)
+            if best >= BALANCED[fitness] - 1e-9 and best != checked:
+                checked = best
+                make = policy_fn_maker(spec, agent.best_vector.clone())
+                test = env.success_test(make)
+                if test["solved"]:
+                    return {"evaluations": evaluations, **test}
+    finally:
+        agent.close()
+        evaluator.close()
+    return {"evaluations": None}
+
+
+def _population(agent) -> int:
+    result = agent.problem.last_result
+    return int(result.returns.size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["esp", "cosyne", "snes"])
+    parser.add_argument("--fitness", nargs="+", default=["standard", "damping"])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=100_000, help="evaluations per run")
+    parser.add_argument("--hidden", type=int, default=4)
+    args = parser.parse_args(argv)
+    print("$ " + " ".join([sys.executable, *sys.argv]))
+    print(f"LSTM hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds")
+    header = (
+        f"{'fitness':<9} {'method':<7} {'median':>8} {'mean':>8} {'failures':>9} "
+        f"{'gen. mean':>9} {'published':>10} {'seconds':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for fitness in args.fitness:
+        for method in args.methods:
+            start = time.perf_counter()
+            runs = [run(method, fitness, s, args.budget, args.hidden) for s in range(args.seeds)]
+            solved = [r for r in runs if r["evaluations"] is not None]
+            evals = [r["evaluations"] for r in solved]
+            gens = [r["generalization"] for r in solved]
+            published = PUBLISHED[fitness].get(method)
+            cells = [
+                f"{statistics.median(evals):,.0f}" if evals else "-",
+                f"{statistics.mean(evals):,.0f}" if evals else "-",
+                f"{len(runs) - len(solved)}/{len(runs)}",
+                f"{statistics.mean(gens):.0f}" if gens else "-",
+                f"{published:,}" if published else "-",
+            ]
+            print(
+                f"{fitness:<9} {method:<7} {cells[0]:>8} {cells[1]:>8} {cells[2]:>9} "
+                f"{cells[3]:>9} {cells[4]:>10} {time.perf_counter() - start:>8.0f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""ESP on Bakker's T-maze: seeds solved per corridor length N, and the evaluations it took.
+
+A seed counts as solved when the best network so far passes the task's own success test
+(:meth:`envs.tmaze.TMazeEnv.success_test`: the goal arm found for both road signs) within
+``--generations``. Settings are those of ``configs/tmaze_esp.yaml``.
+
+    .venv/bin/python bench/tmaze.py --lengths 100 --seeds 10         # the issue's target
+    .venv/bin/python bench/tmaze.py --lengths 100 150 200 300 --seeds 3
+
+Bakker (NIPS 2002) reported RL-LSTM on corridors up to about N = 70.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.esp import ESP
+from evolstm.agent import AgentContext
+from evolstm.env_factory import resolve_env
+from evolstm.evaluation import PopulationEvaluator
+from evolstm.policy import PolicySpec
+from evolstm.success import policy_fn_maker
+
+OPTIONS = {"subpop_size": 12, "trials": 4, "episodes": 16, "stagnation": 20}
+
+
+def run(length: int, seed: int, generations: int, hidden: int) -> tuple[bool, int, int]:
+    """(solved, evaluations, generations) of one ESP run."""
+    factory = resolve_env("evolstm/TMaze-v0", {"length": length})
+    env = factory.make()
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
+    evaluator = PopulationEvaluator(factory, spec)
+    agent = ESP(ESP.Options(**OPTIONS), AgentContext(spec, seed, evaluator, factory.make_vector))
+    evaluations, last_best = 0, None
+    try:
+        for generation in range(1, generations + 1):
+            metrics = agent.step()
+            evaluations += int(metrics["evaluations"])
+            if metrics["best_fitness_ever"] != last_best:
+                last_best = metrics["best_fitness_ever"]
+                test = env.unwrapped.success_test(policy_fn_maker(spec, agent.policy_vector()))
+                if test["solved"]:
+                    return True, evaluations, generation
+    finally:
+        evaluator.close()
+    return False, evaluations, generations
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--generations", type=int, default=300)
+    parser.add_argument("--hidden", type=int, default=2)
+    args = parser.parse_args(argv)
+    print("$ " + " ".join([sys.executable, *sys.argv]))
+    print(f"ESP {OPTIONS}, LSTM hidden {args.hidden}, at most {args.generations} generations")
+    print(f"{'N':>5} {'solved':>8} {'median evals':>13} {'mean evals':>11} {'seconds':>8}")
+    for length in args.lengths:
+        start = time.perf_counter()
+        runs = [run(length, s, args.generations, args.hidden) for s in range(args.seeds)]
+        evals = [e for ok, e, _ in runs if ok]
+        median = f"{statistics.median(evals):,.0f}" if evals else "-"
+        mean = f"{statistics.mean(evals):,.0f}" if evals else "-"
+        solved = f"{len(evals)}/{args.seeds}"
+        print(
+            f"{length:>5} {solved:>8} {median:>13} {mean:>11} {time.perf_counter() - start:>8.0f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Evolino: the least-squares readout, the sequence envs and a small learning run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.evolino import Evolino, free_run, predict, solve_readout
+from envs.sequence_env import SequenceEnv
+from evolstm.agent import AgentContext
+from evolstm.env_factory import resolve_env
+from evolstm.policy import PolicySpec, RecurrentPolicy
+from evolstm.success import policy_fn_maker
+
+
+@pytest.mark.parametrize("solver", ["ridge", "lstsq"])
+def test_readout_recovers_a_known_linear_map_batched_and_unbatched(solver):
+    gen = torch.Generator().manual_seed(0)
+    n, m, f, o = 5, 200, 7, 3
+    phi = torch.randn(n, m, f, generator=gen)
+    w_true = torch.randn(n, f, o, generator=gen)
+    b_true = torch.randn(n, o, generator=gen)
+    # one target per network: batched targets [N, M, O]
+    targets = torch.bmm(phi, w_true) + b_true.unsqueeze(1)
+    w, b = solve_readout(phi, targets, ridge=0.0 if solver == "lstsq" else 1e-12, solver=solver)
+    assert torch.allclose(w, w_true, atol=1e-4) and torch.allclose(b, b_true, atol=1e-4)
+    for i in range(n):  # unbatched: the same answer network by network
+        wi, bi = solve_readout(phi[i], targets[i], ridge=1e-12, solver=solver)
+        assert torch.allclose(wi, w_true[i], atol=1e-4) and torch.allclose(bi, b_true[i], atol=1e-4)
+    # shared targets [M, O] (Evolino's case) against numpy's pseudo-inverse solution
+    shared = targets[0]
+    w, b = solve_readout(phi, shared, ridge=1e-12, solver=solver)
+    for i in range(n):
+        design = np.concatenate([phi[i].double().numpy(), np.ones((m, 1))], axis=1)
+        ref = np.linalg.pinv(design) @ shared.double().numpy()
+        assert np.allclose(w[i].numpy(), ref[:f], atol=1e-4)
+        assert np.allclose(b[i].numpy(), ref[f], atol=1e-4)
+
+
+def test_env_free_runs_on_its_own_predictions():
+    env = SequenceEnv("sines", num_sines=1, washout=5, train_length=20, test_length=6)
+    data = env.dataset
+    obs, _ = env.reset(seed=0)
+    seen, total = [obs.copy()], 0.0
+    for t in range(data.test.stop):
+        action = np.array([0.5 + t], dtype=np.float32)  # an easily recognisable prediction
+        obs, reward, terminated, _, info = env.step(action)
+        total += reward
+        seen.append(obs.copy())
+        if terminated:
+            break
+    seen = np.concatenate(seen[: data.test.stop])
+    test = data.test
+    assert np.allclose(seen[: test.start + 1], data.inputs[: test.start + 1, 0])  # teacher
+    assert np.allclose(seen[test.start + 1 :], 0.5 + np.arange(test.start, test.stop - 1))
+    expected = np.mean((0.5 + np.arange(test.start, test.stop) - data.targets[test, 0]) ** 2)
+    assert np.isclose(-total, expected)
+    assert info["success"] == (expected <= env.success_threshold)
+
+
+def _evolino(env_id: str, kwargs: dict, hidden: int, **options):
+    factory = resolve_env(env_id, kwargs)
+    env = factory.make()
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
+    ctx = AgentContext(spec, 0, None, factory.make_vector)  # Evolino needs no evaluator
+    return Evolino(Evolino.Options(**options), ctx), env.unwrapped
+
+
+def test_fitness_is_the_free_running_error_of_the_saved_policy():
+    agent, env = _evolino(
+        "evolstm/Sines-v0",
+        {"num_sines": 1, "washout": 20, "train_length": 80, "test_length": 30},
+        hidden=3,
+        subpop_size=4,
+        trials=1,
+        fitness_windows=1,
+    )
+    agent.step()
+    policy = RecurrentPolicy(agent.ctx.policy_spec, vector=agent.policy_vector())
+    data = env.dataset
+    # the agent's single fitness window is the last `horizon` training steps
+    start = int(agent.window_starts[0])
+    window = type(data)(
+        name="w",
+        inputs=data.inputs[start - 20 : start + 30],
+        targets=data.targets[start - 20 : start + 30],
+        washout=slice(0, 20),
+        train=slice(20, 20),
+        test=slice(20, 50),
+        sequence_starts=data.sequence_starts[:50],
+    )
+    predictions = free_run(policy, window)
+    mse = float(np.mean((predictions - window.targets[20:50]) ** 2))
+    assert np.isclose(-agent.best_fitness, mse, rtol=1e-4)
+    # teacher-forced predictions from Python: the first free-running step sees only teacher
+    # inputs, so it equals the teacher-forced output there
+    outputs = predict(policy, window.inputs[:21])
+    assert np.allclose(outputs[20], predictions[0], atol=1e-6)
+
+
+def test_evolino_learns_a_sine():
+    agent, env = _evolino("evolstm/Sines-v0", {"num_sines": 1}, hidden=10, subpop_size=12, trials=4)
+    for _ in range(3):
+        agent.step()
+    result = env.success_test(policy_fn_maker(agent.ctx.policy_spec, agent.policy_vector()))
+    # 300 free-running steps of sin(0.2 t) (variance 0.5) predicted to within 1e-3 MSE
+    assert result["solved"] and result["test_mse"] < 1e-3
