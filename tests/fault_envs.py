@@ -108,8 +108,17 @@ class SlowEnv(FaultyEnv):
     def step(self, action):
         if self.busy_file:
             Path(f"{self.busy_file}-{os.getpid()}").touch()
-        if self.hang_file and not Path(self.hang_file).exists():
-            Path(self.hang_file).touch()
+        if self.hang_file and self._claim(self.hang_file):
             time.sleep(3600)
         time.sleep(self.delay_s)
         return super().step(action)
+
+    @staticmethod
+    def _claim(path: str) -> bool:
+        """Create ``path`` atomically: true for exactly one process, however many race (a
+        check-then-touch let two actors both hang)."""
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
