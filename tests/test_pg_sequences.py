@@ -169,7 +169,7 @@ def test_garbage_in_padded_and_reset_steps_changes_neither_loss_nor_gradient(fus
 
     def loss_and_grad(d):
         agent.net.zero_grad()
-        loss, stats = ppo_loss(agent.net, d, 0.2, agent.options, fused)
+        loss, stats, _ = ppo_loss(agent.net, d, 0.2, agent.options, fused)
         loss.backward()
         return loss.detach(), stats, [p.grad.clone() for p in agent.net.parameters()]
 
