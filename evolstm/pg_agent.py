@@ -119,6 +119,7 @@ class PGAgent(Agent):
             ctx.seed,
             num_workers=ctx.num_workers,
             address=address,
+            timeout_s=ctx.shard_timeout_s,
         )
 
     # -- shared steps ----------------------------------------------------------------

@@ -422,6 +422,7 @@ def _train_in(
             make_vector_env=factory.make_vector,
             ray_address=address,
             num_workers=cfg.ray.num_workers,
+            shard_timeout_s=cfg.ray.shard_timeout_s,
         )
         agent = agent_cls(options, ctx)
         closers.insert(0, agent)

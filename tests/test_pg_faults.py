@@ -1,5 +1,6 @@
 """Faults in the policy-gradient learner: a diverging loss stops the run with a clear error and
-a resumable checkpoint; a hung or dead Ray rollout actor is replaced and its rollout re-run."""
+a resumable checkpoint. (A hung Ray rollout actor: ``tests/test_ray_evaluator.py``, which
+shares its Ray instance.)"""
 
 from __future__ import annotations
 
