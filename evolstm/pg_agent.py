@@ -51,6 +51,11 @@ class PGOptions(AgentOptions):
         1.0, gt=0, description="rewards are multiplied by this for the losses (not the metrics)"
     )
     init_log_std: float = pydantic.Field(0.0, description="initial log stdev of Box actions")
+    forget_bias: float | None = pydantic.Field(
+        None,
+        description="initial forget-gate bias of the LSTM cells (null: the cells' 1); larger "
+        "keeps memories longer at the start (long delays, e.g. the T-maze)",
+    )
     fused: bool = pydantic.Field(
         True, description="use torch.lstm over sequences without an episode start (lstm cell)"
     )
@@ -88,6 +93,7 @@ class PGAgent(Agent):
             "critic": options.critic,
             "seed": ctx.seed,
             "init_log_std": options.init_log_std,
+            "forget_bias": options.forget_bias,
         }
         self.net = PGNetwork(spec, vector, **self.net_kwargs)
         self.optimizer = torch.optim.Adam(
