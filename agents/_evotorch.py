@@ -1,21 +1,43 @@
 """The EvoTorch side of the EvoTorch agents, imported only when one of them is built.
 
-``import evotorch`` takes seconds (it pulls in Ray and torch's compiler stack), so
+``import evotorch`` takes seconds (see :func:`_without_pycma`), so
 :mod:`agents.es` keeps its options and docstrings importable without it and imports this
 module inside :class:`agents.es.EvoTorchAgent`'s constructor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 
 import torch
-from evotorch import Problem, SolutionBatch
-from evotorch.algorithms.searchalgorithm import SearchAlgorithm
-from evotorch.distributions import SymmetricSeparableGaussian
 
 from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 from evolstm.obs_norm import ObsNormalizer, RunningStats
+
+
+@contextlib.contextmanager
+def _without_pycma() -> Iterator[None]:
+    """Import EvoTorch without the ``cma`` package (pycma and SciPy's stats: about 40% of
+    ``import evotorch``). EvoTorch imports it only for ``PyCMAES``, which no evolstm agent
+    uses (``cmaes`` is EvoTorch's own ``CMAES``), and takes its absence as optional. The
+    block lasts only for this import: a later ``import cma`` elsewhere works as usual."""
+    blocked = "cma" not in sys.modules
+    if blocked:
+        sys.modules["cma"] = None  # type: ignore[assignment]  # makes `import cma` fail
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("cma", 0) is None:
+            del sys.modules["cma"]
+
+
+with _without_pycma():
+    from evotorch import Problem, SolutionBatch
+    from evotorch.algorithms.searchalgorithm import SearchAlgorithm
+    from evotorch.distributions import SymmetricSeparableGaussian
 
 # EvoTorch logs every Problem's dtype/device at INFO; the trainer reports what matters.
 logging.getLogger("evotorch").setLevel(logging.WARNING)

@@ -122,3 +122,18 @@ def test_pgpe_antithetic_sampling_is_centre_plus_and_minus_stdev_times_one_norma
     torch.testing.assert_close(out[1::2], mu - sigma * z, rtol=0, atol=1e-7)
     updated = dist.modified_copy(mu=torch.ones(5))  # how EvoTorch builds each update
     assert type(updated) is ContiguousSymmetricGaussian  # the swap lasts the whole run
+
+
+def test_evotorch_is_imported_without_pycma_and_cma_stays_importable_afterwards():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agents._evotorch\n"
+        "assert 'evotorch' in sys.modules and 'cma' not in sys.modules, sorted(sys.modules)\n"
+        "import cma\n"
+        "print(cma.CMAEvolutionStrategy.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "CMAEvolutionStrategy"
