@@ -347,7 +347,7 @@ def train(
 
 @contextlib.contextmanager
 def _env_errors_logged(run_dir: Path) -> Iterator[None]:
-    """An env failure inside the block writes its traceback to ``run_dir``'s ``error.log``
+    """An env failure or a diverged update inside the block writes its traceback to ``run_dir``'s ``error.log``
     and names that file (and the checkpoint to resume from) in its one-line message."""
     try:
         yield
