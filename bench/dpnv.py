@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=100_000, help="evaluations per run")
     parser.add_argument("--hidden", type=int, default=4)
+    parser.add_argument("--verbose", action="store_true", help="print every run's result")
     args = parser.parse_args(argv)
     print("$ " + " ".join([sys.executable, *sys.argv]))
     print(f"LSTM hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds")
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     for fitness in args.fitness:
         for method in args.methods:
             start = time.perf_counter()
-            runs = [run(method, fitness, s, args.budget, args.hidden) for s in range(args.seeds)]
+            runs = []
+            for seed in range(args.seeds):
+                runs.append(run(method, fitness, seed, args.budget, args.hidden))
+                if args.verbose:
+                    print(f"  {fitness} {method} seed {seed}: {runs[-1]}", flush=True)
             solved = [r for r in runs if r["evaluations"] is not None]
             evals = [r["evaluations"] for r in solved]
             gens = [r["generalization"] for r in solved]
