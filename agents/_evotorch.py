@@ -1,19 +1,43 @@
 """The EvoTorch side of the EvoTorch agents, imported only when one of them is built.
 
-``import evotorch`` takes seconds (it pulls in Ray and torch's compiler stack), so
+``import evotorch`` takes seconds (see :func:`_without_pycma`), so
 :mod:`agents.es` keeps its options and docstrings importable without it and imports this
 module inside :class:`agents.es.EvoTorchAgent`'s constructor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 
 import torch
-from evotorch import Problem, SolutionBatch
 
 from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 from evolstm.obs_norm import ObsNormalizer, RunningStats
+
+
+@contextlib.contextmanager
+def _without_pycma() -> Iterator[None]:
+    """Import EvoTorch without the ``cma`` package (pycma and SciPy's stats: about 40% of
+    ``import evotorch``). EvoTorch imports it only for ``PyCMAES``, which no evolstm agent
+    uses (``cmaes`` is EvoTorch's own ``CMAES``), and takes its absence as optional. The
+    block lasts only for this import: a later ``import cma`` elsewhere works as usual."""
+    blocked = "cma" not in sys.modules
+    if blocked:
+        sys.modules["cma"] = None  # type: ignore[assignment]  # makes `import cma` fail
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("cma", 0) is None:
+            del sys.modules["cma"]
+
+
+with _without_pycma():
+    from evotorch import Problem, SolutionBatch
+    from evotorch.algorithms.searchalgorithm import SearchAlgorithm
+    from evotorch.distributions import SymmetricSeparableGaussian
 
 # EvoTorch logs every Problem's dtype/device at INFO; the trainer reports what matters.
 logging.getLogger("evotorch").setLevel(logging.WARNING)
@@ -99,3 +123,36 @@ class EvaluatorProblem(Problem):
             return super()._get_cloned_state(memo=memo)
         finally:
             self.evaluator = evaluator
+
+
+class ContiguousSymmetricGaussian(SymmetricSeparableGaussian):
+    """EvoTorch's antithetic separable Gaussian (``PGPE``'s), drawn 6x faster.
+
+    EvoTorch fills ``out[0::2]`` with ``normal_`` in place: on a strided view torch takes
+    its slow element-wise path (measured 13.0 ms for ``[256, 1233]``). This draws the
+    ``[P / 2, D]`` noise into a contiguous buffer and interleaves ``centre ± stdev * noise``
+    in one ``stack`` (2.2 ms). The layout is EvoTorch's (row ``2k`` plus, ``2k + 1`` minus),
+    so its gradient estimate reads it unchanged; only the noise stream differs.
+    """
+
+    def _fill(self, out: torch.Tensor, *, generator: object = None) -> None:
+        if out.dim() != 2 or out.shape[0] % 2 or not out.is_contiguous():
+            super()._fill(out, generator=generator)
+            return
+        gen = getattr(generator, "generator", generator)  # EvoTorch passes the Problem
+        noise = torch.empty((out.shape[0] // 2, out.shape[1]), dtype=out.dtype)
+        noise.normal_(generator=gen) if gen is not None else noise.normal_()
+        noise.mul_(self.sigma)
+        torch.stack((self.mu + noise, self.mu - noise), dim=1, out=out.view(-1, 2, out.shape[1]))
+
+
+def use_contiguous_sampling(searcher: SearchAlgorithm) -> SearchAlgorithm:
+    """Swap a searcher's :class:`SymmetricSeparableGaussian` for
+    :class:`ContiguousSymmetricGaussian` (same parameters). EvoTorch builds each update's
+    distribution with ``self.__class__``, so the swap lasts the whole run."""
+    dist = getattr(searcher, "_distribution", None)
+    if type(dist) is SymmetricSeparableGaussian:
+        searcher._distribution = ContiguousSymmetricGaussian(
+            dist.parameters, dtype=dist.dtype, device=dist.device
+        )
+    return searcher

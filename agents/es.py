@@ -51,6 +51,7 @@ class ESOptions(AgentOptions):
 # a checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
 SEARCHER_ALLOWLIST = frozenset(
     {
+        "agents._evotorch.ContiguousSymmetricGaussian",
         "agents._evotorch.EvaluatorProblem",
         "evolstm.evaluation.EvaluationResult",
         "evolstm.obs_norm.RunningStats",
@@ -208,8 +209,10 @@ class PGPE(EvoTorchAgent):
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
         from evotorch.algorithms import PGPE as EvoPGPE
 
+        from agents._evotorch import use_contiguous_sampling
+
         o: PGPEOptions = self.options  # type: ignore[assignment]
-        return EvoPGPE(
+        searcher = EvoPGPE(
             problem,
             popsize=o.popsize,
             center_learning_rate=o.center_lr,
@@ -221,6 +224,7 @@ class PGPE(EvoTorchAgent):
             symmetric=o.symmetric,
             center_init=center,
         )
+        return use_contiguous_sampling(searcher)
 
 
 class CMAESOptions(ESOptions):

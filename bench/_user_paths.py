@@ -6,6 +6,8 @@
   one skipped) beside the evaluator alone on the same workload (``P`` members around the
   agent's initial centre, ``PGPE``'s initial stdev, episode seeds moving like a run's), in
   one run, and their ratio.
+* :func:`time_to_first_generation`: seconds from launching ``evolstm train`` to its first
+  iteration in ``metrics.jsonl``, beside ``import torch, gymnasium``.
 * :func:`generation_fixed_cost`: microseconds per generation when every episode lasts one
   step (``env.kwargs.max_episode_steps: 1``): env reset with per-slot seeds, policy set-up,
   Python bookkeeping, ask/tell and the trainer, with almost no stepping.
@@ -149,6 +151,42 @@ def generation_fixed_cost(population: int, iterations: int) -> list[str]:
     ]
 
 
+def time_to_first_generation(population: int, repeats: int = 3) -> list[str]:
+    """Table lines: seconds from launching ``evolstm train`` (PGPE, PendulumNoVel, P =
+    ``population``) until its first iteration's line lands in ``metrics.jsonl`` (imports,
+    config validation, env and agent set-up, W&B start-up, one generation), best of
+    ``repeats``, beside ``python -c "import torch, gymnasium"``."""
+    evolstm = Path(sys.executable).parent / "evolstm"
+    firsts, imports = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, gymnasium"], check=True)
+        imports.append(time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(yaml.safe_dump(train_config(PENDULUM, population, 1)))
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [str(evolstm), "train", str(path), "--runs-dir", str(Path(tmp) / "runs")],
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "WANDB_SILENT": "true"},
+            )
+            first = None
+            while first is None and proc.poll() is None:
+                metrics = list((Path(tmp) / "runs").glob("*/metrics.jsonl"))
+                if metrics and metrics[0].stat().st_size > 0:
+                    first = time.perf_counter() - start
+                time.sleep(0.01)
+            proc.wait()
+            firsts.append(first if first is not None else time.perf_counter() - start)
+    return [
+        f"evolstm train (pgpe, P = {population}, {PENDULUM}), best of {repeats}:",
+        f"  python -c 'import torch, gymnasium'     {min(imports):>6.2f} s",
+        f"  launch -> first iteration logged         {min(firsts):>6.2f} s",
+    ]
+
+
 def wrapper_rows(population: int, generations: int) -> list[str]:
     """Table lines: the evaluator on CartPoleNoVel bare and wrapped in
     ``envs.wrappers:FlickerObservation`` (full-length episodes are not guaranteed: the rate
@@ -193,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--population", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=30)
     args = parser.parse_args(argv)
+    print("\n".join(time_to_first_generation(args.population)))
     print("\n".join(wrapper_rows(args.population, 5)))
     print("\n".join(trainer_vs_evaluator(args.population, args.iterations)))
     print("\n".join(generation_fixed_cost(args.population, args.iterations * 5)))

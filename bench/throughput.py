@@ -83,6 +83,7 @@ from bench._evotorch_mapping import (  # noqa: E402
 from bench._user_paths import (  # noqa: E402
     generation_fixed_cost,
     sync_vector_bound,
+    time_to_first_generation,
     trainer_vs_evaluator,
     wrapper_rows,
 )
@@ -475,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     print("Through `evolstm train` (what users run) beside the evaluator alone:")
     print("\n".join(trainer_vs_evaluator(P, args.train_iterations)))
     print("\n".join(generation_fixed_cost(P, 5 * args.train_iterations)))
+    print("\n".join(time_to_first_generation(P)))
     print("\n".join(wrapper_rows(P, args.repeats)))
 
 

@@ -248,7 +248,7 @@ def _lstm(params: dict[str, torch.Tensor], x: torch.Tensor, state: State) -> Sta
     # launches on small [P, B, 4H] tensors; elementwise, so the numbers are the same.
     H = c.shape[-1]
     gates = torch.sigmoid(z)
-    c = gates[..., H : 2 * H] * c + gates[..., :H] * torch.tanh(z[..., 2 * H : 3 * H])
+    c = torch.addcmul(gates[..., :H] * torch.tanh(z[..., 2 * H : 3 * H]), gates[..., H : 2 * H], c)
     h = gates[..., 3 * H :] * torch.tanh(c)
     return h, c
 

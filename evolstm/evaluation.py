@@ -224,7 +224,7 @@ class PopulationEvaluator:
                 alive &= ~bad
                 x[torch.from_numpy(bad)] = 0.0  # finished/penalized slots: keep the batch finite
             if sums is not None:
-                sums.add(x.numpy(), alive)
+                sums.add(x, alive)
             actions, state = policy.act_encoded(x, state, n_ep)
             t1 = time.perf_counter()
             step += 1
@@ -306,22 +306,39 @@ class PopulationEvaluator:
 class _ObsSums:
     """Count, sum and sum of squares (float64) of the encoded observations of alive slots.
 
-    Two reductions per step instead of a Chan merge per step; turned into
-    :class:`RunningStats` once, at the end of the rollout."""
+    A step only keeps a reference to its rows (the encoder builds a fresh tensor each
+    step); they are reduced in float64 in blocks of about :attr:`BLOCK_ROWS` rows, and turned
+    into :class:`RunningStats` once, at the end of the rollout. Two reductions per step cost
+    about 5% of a P = 256 rollout; one block reduction per ~250 steps costs nothing."""
+
+    BLOCK_ROWS = 1 << 16
 
     def __init__(self) -> None:
         self.count = 0
         self.total: np.ndarray | float = 0.0
         self.squares: np.ndarray | float = 0.0
+        self._rows: list[torch.Tensor] = []
+        self._buffered = 0
 
-    def add(self, x: np.ndarray, alive: np.ndarray) -> None:
+    def add(self, x: torch.Tensor, alive: np.ndarray) -> None:
         """``x [N, in]`` of this step; only rows where ``alive [N]`` count."""
-        rows = x if alive.all() else x[alive]
-        self.count += rows.shape[0]
-        self.total = self.total + rows.sum(axis=0, dtype=np.float64)
-        self.squares = self.squares + np.square(rows, dtype=np.float64).sum(axis=0)
+        rows = x if alive.all() else x[torch.from_numpy(alive)]
+        self._rows.append(rows)
+        self._buffered += rows.shape[0]
+        if self._buffered >= self.BLOCK_ROWS:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if not self._rows:
+            return
+        block = torch.cat(self._rows).to(torch.float64)
+        self._rows, self._buffered = [], 0
+        self.count += block.shape[0]
+        self.total = self.total + block.sum(dim=0).numpy()
+        self.squares = self.squares + block.square().sum(dim=0).numpy()
 
     def stats(self) -> RunningStats:
+        self._reduce()
         if self.count == 0:
             return RunningStats()
         mean = np.asarray(self.total) / self.count

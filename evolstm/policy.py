@@ -333,10 +333,11 @@ class RecurrentCore:
 
 def _readout(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``y @ w + b``: ``y [P, B, F]``, ``w [P, F, A]``, ``b [P, 1, A]`` (or without P)."""
-    # torch.bmm is what torch.matmul runs for [P, B, F] @ [P, F, A] (same numbers), minus
-    # its broadcasting bookkeeping; the single-policy path stays on torch.matmul.
-    out = torch.bmm(y, w) if w.dim() == 3 else torch.matmul(y, w)
-    return out + b
+    # torch.baddbmm: the batched product and the bias in one op, without torch.matmul's
+    # broadcasting bookkeeping; the single-policy path stays on torch.matmul.
+    if w.dim() == 3 and y.dim() == 3:
+        return torch.baddbmm(b, y, w)
+    return torch.matmul(y, w) + b
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,25 @@ def ray_head(*, num_cpus: int = 1, dashboard: bool = True) -> Iterator[RayHead]:
         assert not leftovers, f"processes outlived the head's group: {leftovers}"
 
 
+def wait_until_up(head: RayHead, timeout: float = 90.0) -> None:
+    """Block until the head's GCS port accepts connections (raise if the head exits first
+    or ``timeout`` seconds pass)."""
+    host, port = head.address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        if head.process.poll() is not None:
+            raise RuntimeError(f"ray start --head exited with {head.process.returncode}")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the test's Ray head did not come up within {timeout} s"
+                ) from None
+            time.sleep(0.5)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)

@@ -105,3 +105,35 @@ def test_fitness_is_maximised_not_minimised():
     agent, _ = _make("cem", CARTPOLE, popsize=32, episodes=2, stdev_init=1.0)
     means = [agent.step()["return_mean"] for _ in range(20)]
     assert np.mean(means[-3:]) > 1.5 * np.mean(means[:3]), means
+
+
+def test_pgpe_antithetic_sampling_is_centre_plus_and_minus_stdev_times_one_normal_draw():
+    """``ContiguousSymmetricGaussian`` (PGPE's faster sampler) against the formula: rows
+    ``2k``/``2k + 1`` are ``mu ± sigma * z`` with ``z`` torch's own normal draw of
+    ``[P / 2, D]`` from the same generator, in EvoTorch's layout."""
+    from agents._evotorch import ContiguousSymmetricGaussian
+
+    mu, sigma = torch.linspace(-1, 1, 5), torch.linspace(0.1, 0.5, 5)
+    dist = ContiguousSymmetricGaussian({"mu": mu, "sigma": sigma})
+    out = torch.empty(8, 5)
+    dist.sample(out=out, generator=torch.Generator().manual_seed(3))
+    z = torch.empty(4, 5).normal_(generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out[0::2], mu + sigma * z, rtol=0, atol=1e-7)
+    torch.testing.assert_close(out[1::2], mu - sigma * z, rtol=0, atol=1e-7)
+    updated = dist.modified_copy(mu=torch.ones(5))  # how EvoTorch builds each update
+    assert type(updated) is ContiguousSymmetricGaussian  # the swap lasts the whole run
+
+
+def test_evotorch_is_imported_without_pycma_and_cma_stays_importable_afterwards():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agents._evotorch\n"
+        "assert 'evotorch' in sys.modules and 'cma' not in sys.modules, sorted(sys.modules)\n"
+        "import cma\n"
+        "print(cma.CMAEvolutionStrategy.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "CMAEvolutionStrategy"

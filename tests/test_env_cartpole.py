@@ -107,3 +107,21 @@ def test_bad_observe_is_a_clear_error(observe):
 def test_env_checker_passes():
     check_env(gym.make(ENV_ID).unwrapped)
     check_env(CartPoleNoVelEnv(observe=(0, 1, 2, 3)))
+
+
+def test_reset_with_repeated_seeds_gives_every_slot_gymnasiums_own_independent_generator():
+    """Seeds shared by many slots are seeded once and copied: each slot still holds its own
+    generator in the state ``seeding.np_random(seed)`` gives, and a ``None`` keeps its own."""
+    from gymnasium.utils import seeding
+
+    env = CartPoleNoVelVectorEnv(num_envs=5)
+    env.reset(seed=[7, 7, 9, None, 7])
+    kept = env.slot_rngs[3].bit_generator.state
+    env.reset(seed=[7, 7, 9, None, 7])
+    assert env.slot_rngs[3].bit_generator.state != kept, "the None slot kept drawing"
+    assert len({id(rng) for rng in env.slot_rngs}) == 5
+    draws = [env.slot_rngs[i].random(3) for i in (0, 1, 2, 4)]
+    for draw, seed in zip(draws, [7, 7, 9, 7], strict=True):
+        reference = seeding.np_random(seed)[0]
+        reference.uniform(-0.05, 0.05, size=(4,))  # the start state this reset drew
+        np.testing.assert_array_equal(draw, reference.random(3))

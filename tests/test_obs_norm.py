@@ -53,7 +53,9 @@ def test_evaluator_statistics_are_those_of_the_observations_seen(monkeypatch):
     seen: list[np.ndarray] = []
     original = _ObsSums.add  # what the evaluator accumulates each step: rows of live slots
     monkeypatch.setattr(
-        _ObsSums, "add", lambda s, x, alive: (seen.append(x[alive].copy()), original(s, x, alive))
+        _ObsSums,
+        "add",
+        lambda s, x, alive: (seen.append(x.numpy()[alive].copy()), original(s, x, alive)),
     )
     spec = _spec()
     result = PopulationEvaluator(CARTPOLE, spec).evaluate(
