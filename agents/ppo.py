@@ -53,7 +53,8 @@ def to_sequences(t: torch.Tensor, L: int) -> torch.Tensor:
 
 
 def ppo_loss(agent_net, mb: dict[str, torch.Tensor], clip: float, o: PPOOptions, fused: bool):
-    """The loss of one minibatch of sequences ``[L, B]`` and its statistics (valid steps)."""
+    """The loss of one minibatch of sequences ``[L, B]``, its statistics (floats) and its
+    terms (tensors: policy_loss, value_loss, entropy), all over valid steps."""
     valid = mb["valid"]
     x = torch.where(valid[..., None], mb["x"], torch.zeros_like(mb["x"]))
     out, value = agent_net.unroll(x, mb["states"], mb["episode_start"], fused=fused)
@@ -89,7 +90,8 @@ def ppo_loss(agent_net, mb: dict[str, torch.Tensor], clip: float, o: PPOOptions,
             "approx_kl": float(masked_mean(ratio - 1 - log_ratio, valid)),
             "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip).float(), valid)),
         }
-    return loss, stats
+    terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent}
+    return loss, stats, terms
 
 
 class PPO(PGAgent):
@@ -151,9 +153,9 @@ class PPO(PGAgent):
                 mb = {k: v[:, idx] for k, v in data.items() if k != "states"}
                 mb["states"] = [s[idx] for s in data["states"]]
                 f0 = time.perf_counter()
-                loss, stats = ppo_loss(self.net, mb, max(clip, 1e-8), o, o.fused)
+                loss, stats, terms = ppo_loss(self.net, mb, max(clip, 1e-8), o, o.fused)
                 t_fwd += time.perf_counter() - f0
-                _, tb, to = self.optimise(loss)
+                _, tb, to = self.optimise(loss, terms)
                 t_bwd, t_opt = t_bwd + tb, t_opt + to
                 updates += 1
                 for k, v in stats.items():

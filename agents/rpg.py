@@ -85,7 +85,9 @@ class RPG(PGAgent):
         entropy = masked_mean(dist.entropy(), valid)
         loss = pg_loss + o.vf_coef * v_loss - o.ent_coef * entropy
         t_fwd = time.perf_counter() - f0
-        grad_norm, t_bwd, t_opt = self.optimise(loss)
+        grad_norm, t_bwd, t_opt = self.optimise(
+            loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+        )
         self.iteration += 1
         metrics = self.episode_metrics(rollout)
         metrics.update(

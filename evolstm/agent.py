@@ -44,6 +44,8 @@ class AgentContext:
     :param ray_address: where rollouts run (``None``: in-process; else as ``ray.address``;
         pg family, whose collectors are not an :class:`Evaluator`).
     :param num_workers: Ray rollout actors (``ray.num_workers``; pg family).
+    :param shard_timeout_s: seconds a Ray rollout call may take before its actor counts as
+        lost and is replaced (``ray.shard_timeout_s``; pg family).
     """
 
     policy_spec: PolicySpec
@@ -52,6 +54,7 @@ class AgentContext:
     make_vector_env: Callable[[int], gym.vector.VectorEnv]
     ray_address: str | None = None
     num_workers: int = 0
+    shard_timeout_s: float = 600.0
 
 
 class Agent(ABC):

@@ -14,7 +14,8 @@
 A :class:`~evolstm.errors.ConfigError` anywhere prints ``error: <one line>`` to stderr and
 exits with status 2 (no traceback), like argparse's own usage errors. An
 :class:`~evolstm.errors.EnvError` (the env raised or returned NaN mid-run) prints one line too
-and exits with status 1; its traceback is in the run folder's ``error.log``.
+and exits with status 1; its traceback is in the run folder's ``error.log``. So does a
+:class:`~evolstm.errors.TrainingDiverged` (a NaN/inf loss or gradient).
 
 Like ``python -m evolstm``, the command puts the current folder first on ``sys.path``, so
 ``env.id: "mymodule:MyEnv"`` (or a wrapper) finds ``mymodule.py`` beside the config.
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evolstm.errors import ConfigError, EnvError
+from evolstm.errors import ConfigError, EnvError, TrainingDiverged
 
 if TYPE_CHECKING:
     import torch
@@ -331,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    except EnvError as err:  # one line; the trainer kept the traceback in the run folder
+    except (EnvError, TrainingDiverged) as err:  # one line; traceback in the run folder
         print(f"error: {err}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:

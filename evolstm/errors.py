@@ -74,3 +74,17 @@ class EnvError(RuntimeError):
 
 def _rebuild_env_error(args: tuple, member_offset: int, worker: str | None, details: str):
     return EnvError(*args, member_offset=member_offset, worker=worker, details=details)
+
+
+class TrainingDiverged(RuntimeError):
+    """A learner's loss or gradient became NaN or infinite (policy-gradient agents).
+
+    The message is one line naming the iteration and which loss or gradient; the update was
+    not applied, so the agent still holds the last completed iteration, which the trainer
+    checkpoints before the error reaches the command line (exit status 1, traceback in the
+    run folder's ``error.log``).
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(" ".join(message.split()))
+        self.details = details

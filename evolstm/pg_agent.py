@@ -17,6 +17,7 @@ import pydantic
 import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
+from evolstm.errors import TrainingDiverged
 from evolstm.evaluation import single_torch_thread
 from evolstm.obs_norm import ObsNormalizer, RunningStats
 from evolstm.pg_model import PGNetwork
@@ -50,6 +51,11 @@ class PGOptions(AgentOptions):
         1.0, gt=0, description="rewards are multiplied by this for the losses (not the metrics)"
     )
     init_log_std: float = pydantic.Field(0.0, description="initial log stdev of Box actions")
+    forget_bias: float | None = pydantic.Field(
+        None,
+        description="initial forget-gate bias of the LSTM cells (null: the cells' 1); larger "
+        "keeps memories longer at the start (long delays, e.g. the T-maze)",
+    )
     fused: bool = pydantic.Field(
         True, description="use torch.lstm over sequences without an episode start (lstm cell)"
     )
@@ -87,6 +93,7 @@ class PGAgent(Agent):
             "critic": options.critic,
             "seed": ctx.seed,
             "init_log_std": options.init_log_std,
+            "forget_bias": options.forget_bias,
         }
         self.net = PGNetwork(spec, vector, **self.net_kwargs)
         self.optimizer = torch.optim.Adam(
@@ -118,6 +125,7 @@ class PGAgent(Agent):
             ctx.seed,
             num_workers=ctx.num_workers,
             address=address,
+            timeout_s=ctx.shard_timeout_s,
         )
 
     # -- shared steps ----------------------------------------------------------------
@@ -141,10 +149,19 @@ class PGAgent(Agent):
         total = self.options.anneal_env_steps
         return 1.0 if total is None else max(0.0, 1.0 - self.env_steps / total)
 
-    def optimise(self, loss: torch.Tensor) -> tuple[float, float, float]:
-        """Backward, clip, Adam step. Returns ``(grad_norm, backward_s, optimiser_s)``."""
+    def optimise(
+        self, loss: torch.Tensor, terms: dict[str, torch.Tensor | float] | None = None
+    ) -> tuple[float, float, float]:
+        """Backward, clip, Adam step. Returns ``(grad_norm, backward_s, optimiser_s)``.
+
+        ``terms`` names the parts of ``loss`` (``policy_loss``, ``value_loss``, ...). A NaN or
+        infinite loss or gradient raises :class:`~evolstm.errors.TrainingDiverged` naming the
+        iteration and the culprit *before* Adam steps, so the parameters stay finite (the
+        trainer then checkpoints the last completed iteration).
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.lr * self.progress_left()
+        self._check_finite({**(terms or {}), "loss": loss}, "is")
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,8 +170,27 @@ class PGAgent(Agent):
         norm = torch.nn.utils.clip_grad_norm_(
             self.net.parameters(), max_norm if max_norm is not None else math.inf
         )
+        if not torch.isfinite(norm):
+            grads = {
+                f"the gradient of {name}": p.grad
+                for name, p in self.net.named_parameters()
+                if p.grad is not None
+            }
+            self._check_finite(grads, "has")
         self.optimizer.step()
         return float(norm), t1 - t0, time.perf_counter() - t1
+
+    def _check_finite(self, named: dict[str, torch.Tensor | float], verb: str) -> None:
+        for name, value in named.items():
+            t = torch.as_tensor(value).detach()
+            if not bool(torch.isfinite(t).all()):
+                bad = t[~torch.isfinite(t)].flatten()[0].item()
+                raise TrainingDiverged(
+                    f"{type(self).__name__.lower()}: {name} {verb} {bad} in iteration "
+                    f"{self.iteration + 1} (at {self.env_steps} env steps); the update was not "
+                    "applied. Try a smaller agent.lr or agent.reward_scale, or "
+                    "agent.max_grad_norm"
+                )
 
     def episode_metrics(self, rollout: Rollout) -> dict[str, float]:
         recent = self.recent_returns or [float("nan")]

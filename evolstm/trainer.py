@@ -39,7 +39,7 @@ from evolstm.checkpoint import (
 )
 from evolstm.config import RunConfig, check_ray_address, resolve_agent
 from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.errors import ConfigError, EnvError, FileFormatError
+from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
 from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
 from evolstm.loggers import (
     METRICS_FILE,
@@ -361,7 +361,7 @@ def _train_in_folder(
     """Train in ``run_dir``; an env failure's traceback goes to its ``error.log``."""
     try:
         return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
-    except EnvError as err:
+    except (EnvError, TrainingDiverged) as err:
         log = run_dir / ERROR_LOG
         with contextlib.suppress(OSError):
             log.write_text(f"{err}\n\n{err.details}{traceback.format_exc()}")
@@ -425,6 +425,7 @@ def _train_in(
             make_vector_env=factory.make_vector,
             ray_address=address,
             num_workers=cfg.ray.num_workers,
+            shard_timeout_s=cfg.ray.shard_timeout_s,
         )
         agent = agent_cls(options, ctx)
         closers.insert(0, agent)
@@ -554,13 +555,13 @@ def _loop(
         if last_payload is not None and last_payload["iteration"] > saved_iteration:
             path = save_checkpoint(run_dir, last_payload["iteration"], last_payload)
             note = f"checkpoint saved to {path}; continue with --resume {run_dir}"
-            if not isinstance(err, EnvError):  # an EnvError says it in its own line
+            if not isinstance(err, (EnvError, TrainingDiverged)):  # these say it in their line
                 print(
                     f"{type(err).__name__} after iteration {last_payload['iteration']}: {note}",
                     file=sys.stderr,
                 )
             saved_iteration = last_payload["iteration"]
-        if isinstance(err, EnvError) and saved_iteration > 0:
+        if isinstance(err, (EnvError, TrainingDiverged)) and saved_iteration > 0:
             err.resume_note = (
                 f"; last checkpoint: iteration {saved_iteration}, continue with --resume {run_dir}"
             )

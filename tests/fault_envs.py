@@ -19,6 +19,7 @@ MODES = (
     "nan_obs",
     "nan_reward",
     "inf_reward",
+    "huge_reward",
     "raise_step",
     "raise_reset",
     "wrong_shape",
@@ -71,6 +72,8 @@ class FaultyEnv(gym.Env):
             reward = float("nan")
         elif strike and self.mode == "inf_reward":
             reward = float("inf")
+        elif strike and self.mode == "huge_reward":  # finite, but its square overflows float32
+            reward = 1e30
         elif strike and self.mode == "raise_step":
             raise RuntimeError("step failed on purpose")
         elif strike and self.mode == "wrong_shape":

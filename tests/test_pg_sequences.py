@@ -169,7 +169,7 @@ def test_garbage_in_padded_and_reset_steps_changes_neither_loss_nor_gradient(fus
 
     def loss_and_grad(d):
         agent.net.zero_grad()
-        loss, stats = ppo_loss(agent.net, d, 0.2, agent.options, fused)
+        loss, stats, _ = ppo_loss(agent.net, d, 0.2, agent.options, fused)
         loss.backward()
         return loss.detach(), stats, [p.grad.clone() for p in agent.net.parameters()]
 
@@ -186,3 +186,26 @@ def test_garbage_in_padded_and_reset_steps_changes_neither_loss_nor_gradient(fus
     assert torch.equal(clean[0], got[0]) and clean[1] == got[1]
     for a, b in zip(clean[2], got[2], strict=True):
         assert torch.equal(a, b)
+
+
+def test_forget_bias_sets_the_forget_gate_of_actor_and_critic() -> None:
+    """``forget_bias`` initialises exactly the forget gates: one step of torch's own LSTMCell
+    (our weights mapped into it) from a zero state gives forget activation sigmoid(b)."""
+    from evolstm.policy import PolicySpec, init_vector, unflatten
+
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    spec = PolicySpec(space, gym.spaces.Discrete(2), hidden=5)
+    net = PGNetwork(spec, init_vector(spec, torch.Generator().manual_seed(0)), forget_bias=4.0)
+    for core, vector in ((net.core, net.actor.vector), (net.critic_core, net.critic_vector)):
+        p = unflatten(core.layout, vector.detach())
+        W, b = p["layer0.W"], p["layer0.b"]
+        cell = torch.nn.LSTMCell(3, 5)
+        with torch.no_grad():
+            cell.weight_ih.copy_(W[:3].t())
+            cell.weight_hh.copy_(W[3:].t())
+            cell.bias_ih.copy_(b)
+            cell.bias_hh.zero_()
+        # x = 0, h = 0: each gate is its bias's activation; g = tanh(0) = 0, so c1 = f * c0.
+        c0 = torch.ones(1, 5)
+        _, c1 = cell(torch.zeros(1, 3), (torch.zeros(1, 5), c0))
+        torch.testing.assert_close(c1, torch.sigmoid(torch.tensor(4.0)) * c0)

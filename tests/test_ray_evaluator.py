@@ -129,3 +129,46 @@ def test_env_error_on_a_worker_names_the_worker_and_the_global_member(local_ray)
     # shard 0 holds members 0-1, shard 1 members 2-3: the member is counted in the population
     assert re.search(r"member (0|2), episode 0 \(slot 0\), on Ray worker (0|1) \(pid \d+", message)
     assert ("member 0" in message) == ("worker 0" in message)
+
+
+def _pg_rollouts_equal(a: dict, b: dict) -> None:
+    for key in ("x", "actions", "logp", "values", "rewards", "valid", "episode_start"):
+        assert torch.equal(a[key], b[key]), key
+    assert a["episode_returns"] == b["episode_returns"]
+
+
+def test_a_hung_pg_rollout_actor_is_replaced_and_its_rollout_rerun_exactly(local_ray, tmp_path):
+    """The policy-gradient collectors survive a hung actor as the evaluator does."""
+    from evolstm.pg_collector import LocalCollectors, RayCollectors
+    from evolstm.pg_model import PGNetwork
+
+    hang = tmp_path / "hang"
+    factory = resolve_env("tests.fault_envs:SlowEnv", {"delay_s": 0.0, "hang_file": str(hang)})
+    env = factory.make()
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=4)
+    net = PGNetwork(spec, init_vector(spec, torch.Generator().manual_seed(1)), seed=1)
+    seeds = [11, 12, 13]
+
+    def run(collectors) -> list[dict]:
+        # RPG's pattern (a reset, then the episodes), then a continuing rollout (PPO's).
+        collectors.reset(seeds)
+        first = collectors.collect(net, None, steps=30, first_episode_only=True)
+        return [first, collectors.collect(net, None, steps=15)]
+
+    hang.touch()  # the reference must not hang
+    local = LocalCollectors(factory.make_vector, len(seeds), seed=5)
+    expected = run(local)
+    local.close()
+    hang.unlink()  # the first env to step on Ray now hangs for an hour
+    remote = RayCollectors(
+        factory.make_vector, spec, {"seed": 1}, len(seeds), 5,
+        num_workers=1, address="local", timeout_s=5.0,
+    )  # fmt: skip
+    try:
+        got = run(remote)
+        replacements = remote.replacements
+    finally:
+        remote.close()
+    assert hang.exists() and replacements >= 1  # more only if a rerun was slow, too
+    for a, b in zip(got, expected, strict=True):
+        _pg_rollouts_equal(a, b)
