@@ -80,6 +80,11 @@ class ESPOptions(AgentOptions):
     bursts_before_resize: int = pydantic.Field(
         2, ge=1, description="consecutive fruitless bursts before a cell is added or removed"
     )
+    newest_best: bool = pydantic.Field(
+        True,
+        description="a network that ties the best fitness so far replaces the best network "
+        "(the policy): with a capped fitness many networks tie at the cap",
+    )
     initial_cells: int | None = pydantic.Field(
         None, ge=1, description="active cells at the start (None: all policy.hidden cells)"
     )
@@ -265,14 +270,21 @@ class ESP(Agent):
         o: ESPOptions = self.options  # type: ignore[assignment]
         assignment = assemble(len(self.subpops), o.subpop_size, o.trials, self.generator)
         fitness, env_steps, evaluated = self.evaluate_networks(self.networks(assignment))
+        # With ``newest_best`` a network of this generation that ties the best fitness so far
+        # replaces the best network: with a capped fitness (1,000 steps balanced) many
+        # networks tie at the cap, and keeping the first one would freeze the policy on that
+        # early, often brittle network (double pole: it generalised to 3 of 625 starts), where
+        # Gomez et al. test each generation's best. Only a strictly better fitness counts as
+        # progress for burst mutation.
         best = int(torch.argmax(fitness))
         improved = bool(fitness[best] > self.best_fitness)
-        if improved:
+        if improved or (o.newest_best and fitness[best] == self.best_fitness):
             self.best_fitness = float(fitness[best])
             self.best_vector = evaluated[best].clone()
             self.best_chromosomes = [
                 self.population[s][assignment[best, s]].clone() for s in range(len(self.subpops))
             ]
+        if improved:
             self.since_improvement = 0
             self.fruitless_bursts = 0
         else:

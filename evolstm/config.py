@@ -114,8 +114,13 @@ class BudgetConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """``success_on_change`` runs the task's success test after every iteration in which the
+    agent's policy changed (Gomez et al. test each generation's best network), so a run with
+    ``budget.stop_when_solved`` ends at the first policy that passes it."""
+
     every: StrictInt = Field(10, ge=1)
     episodes: StrictInt = Field(32, ge=1)
+    success_on_change: StrictBool = False
 
 
 class CheckpointConfig(_Section):

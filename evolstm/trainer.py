@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +52,7 @@ from evolstm.loggers import (
 )
 from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
-from evolstm.success import task_success
+from evolstm.success import SuccessTests
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -132,17 +133,20 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
 
 def task_solved(
     factory: EnvFactory,
-    spec: PolicySpec,
+    tests: SuccessTests,
     vector: torch.Tensor,
     obs_norm: ObsNormalizer | None,
     evaluation: dict[str, float],
+    *,
+    stop_early: bool = False,
 ) -> tuple[bool | None, dict[str, Any]]:
     """The trainer's ``solved`` for the policy ``vector [D]`` and its held-out
     ``evaluation``: the task's own success test when it defines one
-    (:func:`evolstm.success.task_success`; its other numbers are returned too), else the
-    registered ``reward_threshold`` on the mean evaluation return; ``None`` without either.
+    (:class:`evolstm.success.SuccessTests`, which reuses the result for an unchanged
+    policy; its other numbers are returned too), else the registered ``reward_threshold`` on
+    the mean evaluation return; ``None`` without either.
     """
-    success = task_success(factory, spec, vector, obs_norm) or {}
+    success = tests(vector, obs_norm, stop_early=stop_early) or {}
     solved = success.pop("solved", None)
     threshold = factory.reward_threshold
     if solved is None and threshold is not None:
@@ -335,9 +339,8 @@ def train(
             run_dir = _writable_run_dir(Path(runs_root), cfg)
         else:
             _write_config(run_dir, cfg, "--resume")
-        return _train_in_folder(
-            cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir
-        )
+        with _env_errors_logged(run_dir):
+            return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
     finally:
         if owns_ray:
             import ray
@@ -345,19 +348,12 @@ def train(
             ray.shutdown()
 
 
-def _train_in_folder(
-    cfg: RunConfig,
-    agent_cls: type[Agent],
-    options: Any,
-    factory: EnvFactory,
-    spec: PolicySpec,
-    address: str | None,
-    checkpoint: dict[str, Any] | None,
-    run_dir: Path,
-) -> Path:
-    """Train in ``run_dir``; an env failure's traceback goes to its ``error.log``."""
+@contextlib.contextmanager
+def _env_errors_logged(run_dir: Path) -> Iterator[None]:
+    """An env failure or a diverged update inside the block writes its traceback to ``run_dir``'s ``error.log``
+    and names that file (and the checkpoint to resume from) in its one-line message."""
     try:
-        return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
+        yield
     except (EnvError, TrainingDiverged) as err:
         log = run_dir / ERROR_LOG
         with contextlib.suppress(OSError):
@@ -444,8 +440,9 @@ def _train_in(
             console.note(where_it_runs(address, getattr(evaluator, "num_workers", 0)))
             if (why := factory.sync_reason()) is not None:
                 console.note(f"{cfg.env.id} runs on gymnasium's SyncVectorEnv (slower): {why}")
-        _loop(cfg, agent, held_out, loggers, progress, run_dir, factory, spec)
-        summary = _finish(cfg, agent, held_out, factory, spec, progress, run_dir)
+        tests = SuccessTests(factory, spec)
+        _loop(cfg, agent, held_out, loggers, progress, run_dir, factory, tests)
+        summary = _finish(cfg, agent, held_out, factory, spec, tests, progress, run_dir)
         loggers.record_summary(summary, run_dir / POLICY_FILE)
         if console is not None:
             console.summary(summary)
@@ -464,7 +461,7 @@ def _loop(
     progress: RunProgress,
     run_dir: Path,
     factory: EnvFactory,
-    spec: PolicySpec,
+    tests: SuccessTests,
 ) -> None:
     """Step the agent until the budget is spent (or, with ``budget.stop_when_solved``, until
     an evaluation meets the task's success test); checkpoint periodically and on any error."""
@@ -496,13 +493,28 @@ def _loop(
                 "steps_per_s": step_env_steps / max(step_seconds, 1e-9),
                 **{k: v for k, v in metrics.items() if k not in RESERVED_METRICS},
             }
-            if progress.iteration % cfg.eval.every == 0:
+            passed = False
+            if cfg.eval.success_on_change:
+                # Gomez et al.'s protocol: every new best network meets the success test
+                # (screened with stop_early; unchanged policies are not tested again).
+                runs = tests.runs
+                result = tests(agent.policy_vector(), agent.obs_normalizer(), stop_early=True)
+                if result is not None and tests.runs > runs:
+                    passed = result["solved"]
+                    record["success_tests"] = tests.runs
+                    record["success_test_passed"] = float(passed)
+            if progress.iteration % cfg.eval.every == 0 or passed:
                 evaluation = evaluate_vector(
                     held_out, agent.policy_vector(), seeds, agent.obs_normalizer()
                 )
                 record.update(evaluation)
                 solved_now, _ = task_solved(
-                    factory, spec, agent.policy_vector(), agent.obs_normalizer(), evaluation
+                    factory,
+                    tests,
+                    agent.policy_vector(),
+                    agent.obs_normalizer(),
+                    evaluation,
+                    stop_early=True,
                 )
                 if solved_now is not None:
                     record["eval_solved"] = solved_now
@@ -555,6 +567,7 @@ def _finish(
     held_out: Evaluator,
     factory: EnvFactory,
     spec: PolicySpec,
+    tests: SuccessTests,
     progress: RunProgress,
     run_dir: Path,
 ) -> dict[str, Any]:
@@ -568,7 +581,7 @@ def _finish(
             held_out, vector, eval_seeds(cfg.seed, cfg.eval.episodes), agent.obs_normalizer()
         )
     # The task's own success test when it defines one, else its registered reward_threshold.
-    solved, success = task_solved(factory, spec, vector, agent.obs_normalizer(), evaluation)
+    solved, success = task_solved(factory, tests, vector, agent.obs_normalizer(), evaluation)
     summary = {
         **evaluation,
         **success,

@@ -155,3 +155,32 @@ def test_esp_learns_the_tmaze():
     result = evaluator.evaluate(agent.policy_vector()[None], list(range(100, 164)))
     # a memoryless policy succeeds in at most half of the episodes
     assert float(np.mean(result.successes)) == 1.0
+
+
+@pytest.mark.parametrize("newest_best", [True, False])
+def test_a_tie_with_the_best_replaces_the_policy_but_is_no_progress(newest_best):
+    agent = _esp(
+        "evolstm/DoublePoleNoVel-v0", subpop_size=8, trials=2, stagnation=5, newest_best=newest_best
+    )
+    winners = iter([3, 11])  # generation 0: network 3 reaches 1000; generation 1: network 11
+
+    def capped(vectors):
+        f = torch.zeros(vectors.shape[0], dtype=torch.float64)
+        f[next(winners)] = 1000.0
+        return f, 10, vectors
+
+    agent.evaluate_networks = capped
+    tested = []
+    original = agent.networks
+
+    def record(assignment):
+        tested.append(original(assignment))
+        return tested[-1]
+
+    agent.networks = record
+    agent.step()
+    agent.step()
+    expected = tested[1][11] if newest_best else tested[0][3]
+    assert torch.equal(agent.policy_vector(), expected)
+    assert agent.best_fitness == 1000.0
+    assert agent.since_improvement == 1  # the tie did not count as progress

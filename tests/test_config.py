@@ -48,7 +48,7 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
             "seconds": None,
             "stop_when_solved": False,
         },
-        "eval": {"every": 10, "episodes": 32},
+        "eval": {"every": 10, "episodes": 32, "success_on_change": False},
         "checkpoint": {"every": 10},
         "ray": {"address": None, "num_workers": 0, "shard_timeout_s": 600.0},
         "logging": {

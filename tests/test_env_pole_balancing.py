@@ -172,6 +172,23 @@ def test_vector_env_equals_sync_with_damping_reward_truncation_and_per_slot_star
     assert got.truncated.sum() >= 4 and (got.reward > 0.001).any()
 
 
+def test_random_starts_match_sync_and_stay_within_the_fraction_of_the_ranges():
+    n, steps, limit = 4, 400, 60  # 60-step episodes: every slot resets several times
+    kwargs = {"velocities": False, "max_steps": limit, "random_start": 0.5}
+    native = PoleBalancingVectorEnv(n, **kwargs)
+    sync = gym.vector.SyncVectorEnv([lambda: PoleBalancingEnv(**kwargs) for _ in range(n)])
+    actions = np.random.default_rng(4).uniform(-1, 1, size=(steps, n, 1)).astype(np.float32)
+    assert_native_matches_sync(native, sync, [11, 12, 13, 14], actions, steps=steps)
+    rng = np.random.default_rng(0)
+    task = PoleBalancingEnv(random_start=0.5).task
+    starts = np.stack([task.draw_start(rng, task.initial_state) for _ in range(500)])
+    half = 0.5 * np.asarray([2.16, 1.35, np.deg2rad(3.6), np.deg2rad(8.6)])
+    assert (np.abs(starts[:, :4]) <= half).all() and (starts[:, 4:] == 0).all()
+    assert (np.abs(starts[:, :4]).max(axis=0) > 0.9 * half).all()  # the whole range is used
+    fixed = PoleBalancingEnv()
+    assert np.array_equal(fixed.reset(seed=1)[0], fixed.reset(seed=2)[0])  # 0: the standard start
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -193,6 +210,8 @@ def test_env_checker_passes(kwargs):
         ({"max_steps": 0}, "max_steps"),
         ({"initial_state": [0, 0, 0.1]}, "initial_state"),
         ({"initial_state": [3.0, 0, 0, 0, 0, 0]}, "initial_state"),
+        ({"random_start": 1.5}, "random_start"),
+        ({"random_start": 0.5, "initial_state": [0, 0, 0.1, 0, 0, 0]}, "random_start"),
     ],
 )
 def test_bad_kwargs_are_clear_errors(kwargs, message):

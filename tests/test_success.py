@@ -70,3 +70,48 @@ def test_trainer_solved_comes_from_the_task(tmp_path):
     # the registered TMaze has no reward_threshold: "solved" can only come from the task
     assert summary["solved"] is (summary["goals_found"] == 2)
     assert summary["solved"] is True
+
+
+def test_stop_early_gives_the_full_verdict_and_skips_the_costly_parts():
+    # A constant push fails within 1,000 steps from the standard start: the screen stops there
+    # (no generalisation batch, no long run) and agrees with the full test.
+    push = lambda: lambda obs, start: np.full((len(obs), 1), 0.3, dtype=np.float32)  # noqa: E731
+    env = PoleBalancingEnv(poles=2, velocities=False)
+    full = env.success_test(push)
+    screened = env.success_test(push, stop_early=True)
+    assert full["generalization"] < 200 and not full["solved"]
+    assert full["balance_steps"] < 1000
+    assert screened == {
+        "solved": False,
+        "balance_steps": full["balance_steps"],
+        "generalization": None,
+    }
+
+
+def test_success_tests_run_once_per_policy(monkeypatch):
+    import torch
+
+    from evolstm import success
+    from evolstm.env_factory import resolve_env
+    from evolstm.policy import PolicySpec, build_layout
+
+    calls = []
+
+    def fake(factory, spec, vector, obs_norm=None, *, stop_early=False):
+        calls.append((float(vector[0]), stop_early))
+        return {"solved": float(vector[0]) > 0, "part": not stop_early}
+
+    monkeypatch.setattr(success, "task_success", fake)
+    factory = resolve_env("evolstm/DoublePoleNoVel-v0")
+    env = factory.make()
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=2)
+    tests = success.SuccessTests(factory, spec)
+    a, b = torch.zeros(build_layout(spec).size), torch.ones(build_layout(spec).size)
+    assert tests(a, stop_early=True) == {"solved": False, "part": False}
+    assert tests(a, stop_early=True)["solved"] is False  # cached
+    assert tests(a) == {"solved": False, "part": True}  # a failed screen is partial: re-run
+    assert tests(a, stop_early=True)["part"] is True  # the full result serves a screen
+    assert tests(b, stop_early=True) == {"solved": True, "part": False}
+    assert tests(b)["solved"] is True  # a passed screen ran every part: reused
+    assert calls == [(0.0, True), (0.0, False), (1.0, True)]
+    assert tests.runs == 3

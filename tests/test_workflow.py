@@ -160,3 +160,35 @@ def test_the_console_says_where_the_run_executes(tmp_path, fake_agent, capsys):
     saved = yaml.safe_load(next((tmp_path / "runs").iterdir()).joinpath("config.yaml").read_text())
     assert saved["ray"]["address"] is None
     assert Path(config).is_file()
+
+
+def test_success_on_change_tests_each_new_policy_once_and_stops_at_a_pass(
+    tmp_path, fake_agent, easy_task, monkeypatch
+):
+    from evolstm import success
+
+    tested: list[tuple[bytes, bool]] = []
+
+    def fake_test(factory, spec, vector, obs_norm=None, *, stop_early=False):
+        tested.append((vector.numpy().tobytes(), stop_early))
+        return {"solved": len(tested) == 3, "tests_so_far": len(tested)}
+
+    monkeypatch.setattr(success, "task_success", fake_test)
+    config = _config_file(
+        tmp_path,
+        env={"id": easy_task},
+        budget={"iterations": 7, "stop_when_solved": True},
+        eval={"every": 5, "episodes": 2, "success_on_change": True},
+    )
+    assert main(["train", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    lines = _lines(run)
+    # the fake agent's policy changes every iteration: tested at 1, 2, 3; the pass at 3
+    # brings an evaluation there (eval.every is 5) and ends the run
+    assert [line["iteration"] for line in lines] == [1, 2, 3]
+    assert [line["success_test_passed"] for line in lines] == [0.0, 0.0, 1.0]
+    assert [line.get("eval_solved") for line in lines] == [None, None, True]
+    assert len({vector for vector, _ in tested}) == 3 and all(early for _, early in tested)
+    summary = json.loads((run / "summary.json").read_text())
+    # the evaluation and the summary reused the passing screen: no fourth test
+    assert summary["solved"] is True and summary["tests_so_far"] == 3 and len(tested) == 3
