@@ -350,8 +350,9 @@ def train(
 
 @contextlib.contextmanager
 def _env_errors_logged(run_dir: Path) -> Iterator[None]:
-    """An env failure or a diverged update inside the block writes its traceback to ``run_dir``'s ``error.log``
-    and names that file (and the checkpoint to resume from) in its one-line message."""
+    """An env failure or a diverged update inside the block writes its traceback to
+    ``run_dir``'s ``error.log`` and names that file (and the checkpoint to resume from) in its
+    one-line message."""
     try:
         yield
     except (EnvError, TrainingDiverged) as err:
