@@ -117,12 +117,15 @@ class EvaluatorProblem(Problem):
         return None if self.obs_stats is None else self.obs_stats.normalizer()
 
     def _get_cloned_state(self, *, memo: dict) -> dict:
-        # The evaluator (env handles, Ray actors) is not part of the algorithm's state.
-        evaluator, self.evaluator = self.evaluator, None
+        # The evaluator (env handles, Ray actors) is not part of the algorithm's state, nor
+        # is the last generation's copy of the population and its result: the agent reads
+        # them right after the step that set them (dropping them halves a P = 256 checkpoint).
+        kept = self.evaluator, self.last_result, self.last_values
+        self.evaluator = self.last_result = self.last_values = None
         try:
             return super()._get_cloned_state(memo=memo)
         finally:
-            self.evaluator = evaluator
+            self.evaluator, self.last_result, self.last_values = kept
 
 
 class ContiguousSymmetricGaussian(SymmetricSeparableGaussian):

@@ -53,7 +53,6 @@ SEARCHER_ALLOWLIST = frozenset(
     {
         "agents._evotorch.ContiguousSymmetricGaussian",
         "agents._evotorch.EvaluatorProblem",
-        "evolstm.evaluation.EvaluationResult",
         "evolstm.obs_norm.RunningStats",
         "evotorch.algorithms.cmaes.CMAES",
         "evotorch.algorithms.distributed.gaussian.CEM",

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -338,9 +339,8 @@ def train(
             run_dir = _writable_run_dir(Path(runs_root), cfg)
         else:
             _write_config(run_dir, cfg, "--resume")
-        return _train_in_folder(
-            cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir
-        )
+        with _env_errors_logged(run_dir):
+            return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
     finally:
         if owns_ray:
             import ray
@@ -348,19 +348,13 @@ def train(
             ray.shutdown()
 
 
-def _train_in_folder(
-    cfg: RunConfig,
-    agent_cls: type[Agent],
-    options: Any,
-    factory: EnvFactory,
-    spec: PolicySpec,
-    address: str | None,
-    checkpoint: dict[str, Any] | None,
-    run_dir: Path,
-) -> Path:
-    """Train in ``run_dir``; an env failure's traceback goes to its ``error.log``."""
+@contextlib.contextmanager
+def _env_errors_logged(run_dir: Path) -> Iterator[None]:
+    """An env failure or a diverged update inside the block writes its traceback to
+    ``run_dir``'s ``error.log`` and names that file (and the checkpoint to resume from) in its
+    one-line message."""
     try:
-        return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
+        yield
     except (EnvError, TrainingDiverged) as err:
         log = run_dir / ERROR_LOG
         with contextlib.suppress(OSError):
