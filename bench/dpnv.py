@@ -67,21 +67,37 @@ def generation_best(agent) -> tuple[torch.Tensor, float]:
     return agent.best_vector.clone(), float(agent.best_fitness)
 
 
-def run(method: str, fitness: str, seed: int, budget: int, hidden: int) -> dict:
-    """One training run: evaluations to solve (None: failed) and the generalisation score."""
-    factory = resolve_env("evolstm/DoublePoleNoVel-v0", {"reward": fitness, "max_steps": 1000})
+def run(
+    method: str,
+    fitness: str,
+    seed: int,
+    budget: int,
+    hidden: int,
+    random_start: float = 0.0,
+    episodes: int = 1,
+) -> dict:
+    """One training run: evaluations to solve (None: failed) and the generalisation score.
+    ``random_start``/``episodes``: the training aid of configs/dpnv_esp.yaml (0/1: the
+    published protocol, every episode from the standard start)."""
+    kwargs = {"reward": fitness, "max_steps": 1000, "random_start": random_start}
+    factory = resolve_env("evolstm/DoublePoleNoVel-v0", kwargs)
     env = factory.make().unwrapped
     spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
     evaluator = PopulationEvaluator(factory, spec)
     tests = SuccessTests(factory, spec)
     cls = get_agent(method)
-    agent = cls(cls.Options(**OPTIONS[method]), AgentContext(spec, seed, evaluator, None))
+    options = {**OPTIONS[method], "episodes": episodes}
+    if method == "esp" and random_start:
+        options.update(subpop_size=10, trials=5)  # as configs/dpnv_esp.yaml
+    agent = cls(cls.Options(**options), AgentContext(spec, seed, evaluator, None))
     evaluations = 0
     try:
         while evaluations < budget:
             metrics = agent.step()
-            # ESP reports episodes; an EvoTorch agent the members it evaluated (1 episode each)
-            evaluations += int(metrics.get("evaluations") or metrics["members_evaluated"])
+            # ESP reports episodes; an EvoTorch agent the members it evaluated
+            evaluations += int(
+                metrics.get("evaluations") or metrics["members_evaluated"] * episodes
+            )
             vector, best = generation_best(agent)
             if best >= BALANCED[fitness] - 1e-9:
                 test = tests(vector, stop_early=True)
@@ -101,9 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=100_000, help="evaluations per run")
     parser.add_argument("--hidden", type=int, default=4)
     parser.add_argument("--verbose", action="store_true", help="print every run's result")
+    parser.add_argument(
+        "--random-start",
+        type=float,
+        default=0.0,
+        help="train from random starts within this fraction of the generalisation ranges "
+        "(configs/dpnv_esp.yaml: 0.5; 0 = the published protocol)",
+    )
+    parser.add_argument("--episodes", type=int, default=1, help="episodes per network")
     args = parser.parse_args(argv)
     print("$ " + " ".join([sys.executable, *sys.argv]))
-    print(f"LSTM hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds")
+    print(
+        f"LSTM hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds; "
+        f"random_start {args.random_start}, {args.episodes} episode(s) per network"
+    )
     header = (
         f"{'fitness':<9} {'method':<7} {'median':>8} {'mean':>8} {'failures':>9} "
         f"{'gen. mean':>9} {'published':>10} {'seconds':>8}"
@@ -115,7 +142,17 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             runs = []
             for seed in range(args.seeds):
-                runs.append(run(method, fitness, seed, args.budget, args.hidden))
+                runs.append(
+                    run(
+                        method,
+                        fitness,
+                        seed,
+                        args.budget,
+                        args.hidden,
+                        args.random_start,
+                        args.episodes,
+                    )
+                )
                 if args.verbose:
                     print(f"  {fitness} {method} seed {seed}: {runs[-1]}", flush=True)
             solved = [r for r in runs if r["evaluations"] is not None]

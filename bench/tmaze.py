@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.esp import ESP
@@ -42,9 +44,11 @@ def run(length: int, seed: int, generations: int, hidden: int) -> tuple[bool, in
         for generation in range(1, generations + 1):
             metrics = agent.step()
             evaluations += int(metrics["evaluations"])
-            if metrics["best_fitness_ever"] != last_best:
-                last_best = metrics["best_fitness_ever"]
-                test = env.unwrapped.success_test(policy_fn_maker(spec, agent.policy_vector()))
+            # the policy changes when the record is beaten or tied (ESP's newest_best)
+            vector = agent.policy_vector()
+            if last_best is None or not torch.equal(vector, last_best):
+                last_best = vector
+                test = env.unwrapped.success_test(policy_fn_maker(spec, vector))
                 if test["solved"]:
                     return True, evaluations, generation
     finally:
@@ -58,13 +62,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--generations", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="print every run's result")
     args = parser.parse_args(argv)
     print("$ " + " ".join([sys.executable, *sys.argv]))
     print(f"ESP {OPTIONS}, LSTM hidden {args.hidden}, at most {args.generations} generations")
     print(f"{'N':>5} {'solved':>8} {'median evals':>13} {'mean evals':>11} {'seconds':>8}")
     for length in args.lengths:
         start = time.perf_counter()
-        runs = [run(length, s, args.generations, args.hidden) for s in range(args.seeds)]
+        runs = []
+        for seed in range(args.seeds):
+            runs.append(run(length, seed, args.generations, args.hidden))
+            if args.verbose:
+                ok, evaluations, generations = runs[-1]
+                print(
+                    f"  N {length} seed {seed}: solved {ok}, {evaluations:,} evaluations, "
+                    f"{generations} generations",
+                    flush=True,
+                )
         evals = [e for ok, e, _ in runs if ok]
         median = f"{statistics.median(evals):,.0f}" if evals else "-"
         mean = f"{statistics.mean(evals):,.0f}" if evals else "-"
