@@ -95,15 +95,17 @@ def evaluator_rate(
     stdev: float = 0.1,
     wrappers: list[dict[str, Any]] | None = None,
 ) -> tuple[float, float]:
-    """``PopulationEvaluator.evaluate`` alone on plain tensors: median env-steps/s and median
-    seconds per call, one warm-up call excluded."""
+    """``PopulationEvaluator.evaluate`` alone on plain tensors: env-steps/s over all calls
+    (total steps / total seconds, as :func:`trainer_rate` counts the trainer: a median would
+    drop the slow calls on one side only) and the median seconds per call, one warm-up call
+    excluded."""
     factory = resolve_env(env_id, env_kwargs or {}, wrappers or [])
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, cell="lstm", hidden=16)
     centre = init_vector(spec, torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
     evaluator = PopulationEvaluator(factory, spec)
-    rates, seconds = [], []
+    steps, seconds = [], []
     for g in range(generations + 1):
         vectors = centre + stdev * torch.randn(population, centre.numel(), generator=gen)
         seeds = episode_seeds(0, TRAIN_STREAM, g, 1)
@@ -111,10 +113,10 @@ def evaluator_rate(
         result = evaluator.evaluate(vectors, seeds)
         took = time.perf_counter() - start
         if g:
-            rates.append(result.env_steps / took)
+            steps.append(result.env_steps)
             seconds.append(took)
     evaluator.close()
-    return statistics.median(rates), statistics.median(seconds)
+    return sum(steps) / sum(seconds), statistics.median(seconds)
 
 
 def trainer_vs_evaluator(population: int, iterations: int) -> list[str]:
