@@ -144,7 +144,7 @@ class ContiguousSymmetricGaussian(SymmetricSeparableGaussian):
             return
         gen = getattr(generator, "generator", generator)  # EvoTorch passes the Problem
         noise = torch.empty((out.shape[0] // 2, out.shape[1]), dtype=out.dtype)
-        noise.normal_(generator=gen) if gen is not None else noise.normal_()
+        noise.normal_(generator=gen)  # None: torch's default generator
         noise.mul_(self.sigma)
         torch.stack((self.mu + noise, self.mu - noise), dim=1, out=out.view(-1, 2, out.shape[1]))
 
