@@ -118,7 +118,9 @@ def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
     def linear(start: float):
         return lambda progress: progress * start
 
-    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID) for _ in range(8)]))
+    # RL Zoo's ExperimentManager gives VecNormalize the algorithm's gamma ("use the same
+    # discount factor as for the algorithm"); VecNormalize's own default is 0.99.
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID) for _ in range(8)]), gamma=0.98)
     venv.seed(seed)
     model = RecurrentPPO(
         "MlpLstmPolicy",

@@ -73,6 +73,11 @@ class PolicyConfig(_Section):
     hidden: StrictInt = Field(16, ge=1)
     layers: StrictInt = Field(1, ge=1)
     memory: StrictBool = True
+    readout_hidden: list[StrictInt] = Field(
+        default_factory=list,
+        description="widths of ReLU layers between the recurrent core and the linear readout "
+        "(empty: a linear readout; ESP and Evolino need that)",
+    )
 
 
 class AgentConfig(BaseModel):
