@@ -4,8 +4,9 @@ One task (``evolstm/CartPoleNoVel-v0``: CartPole-v1 physics observing cart posit
 angle, 500-step episodes), the RL Zoo's tuned RecurrentPPO hyperparameters for
 CartPoleNoVel-v1 on the sb3 side (8 envs, n_steps 32, batch 256, 20 epochs, gamma 0.98,
 gae_lambda 0.8, lr 1e-3 and clip 0.2 both linearly decayed over 100k steps, ent_coef 0,
-LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize), and
-``configs/cartpole_nv_ppo.yaml`` on the evolstm side (the same sizes and schedule).
+LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize with
+gamma 0.98 as RL Zoo passes it), and ``configs/cartpole_nv_ppo.yaml`` on the evolstm side
+(the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``).
 
 Both sides are evaluated the same way every ``--eval-every`` env steps: ``--episodes``
 deterministic episodes on the held-out seeds of the run seed (one fixed set), the recurrent
