@@ -12,12 +12,15 @@ the 100,000-step run only when that passed; a network already tested is not test
     .venv/bin/python bench/dpnv.py --seeds 20                       # the full table
     .venv/bin/python bench/dpnv.py --methods esp --fitness damping --seeds 3
 
-Published (evaluations to solve, mean over runs): Gomez, Schmidhuber & Miikkulainen, JMLR 9
-(2008), Table 4 -- damping fitness: CoSyNE 3,416; CMA-ES 6,061; NEAT 6,929; ESP 26,342;
-CNE 87,623; SANE 451,612. Standard fitness: CoSyNE 1,249; CMA-ES 3,521; ESP 7,374.
-Wierstra et al., JMLR 15 (2014), Sec. 5: SNES / xNES median 410 (one recurrent unit).
-Generalisation, Stanley & Miikkulainen (2002), Table 2: CE 300, ESP 289, NEAT 286 of 625.
-(These figures are quoted from the issue; the papers' text was not read here.)
+Published figures (evaluations to solve, mean over runs; generalisation, of 625 starts): see
+``PUBLISHED`` below, each with its citation and how far it was confirmed. The papers' own text
+could not be read here (the stored copies of the PDFs reach only their first pages); the damping
+column and the generalisation scores were confirmed second-hand, quoted with the same
+citations in tachsin/genoxide ``examples/double_pole_no_velocities/README.md``; every other
+figure is quoted from issue 8 only and printed as "unconfirmed".
+
+Every run also reports the evaluations the agent counted next to the episodes the evaluator
+actually ran (``CountingEvaluator``): the two must be equal.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +46,67 @@ from evolstm.policy import PolicySpec
 from evolstm.registry import get_agent
 from evolstm.success import SuccessTests
 
-PUBLISHED = {
-    "damping": {"cosyne": 3416, "cmaes": 6061, "esp": 26342},
-    "standard": {"cosyne": 1249, "cmaes": 3521, "esp": 7374, "snes": 410, "xnes": 410},
-}
+GOMEZ_T4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
+SECOND_HAND = "second-hand: tachsin/genoxide examples/double_pole_no_velocities/README.md"
+SM2002 = "Stanley & Miikkulainen, Evol. Comput. 10(2) (2002); table number unconfirmed"
+UNCONFIRMED = "unconfirmed: quoted from issue 8, source not read"
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published figure: ``value`` (evaluations, or starts of 625), citation, status."""
+
+    key: str
+    fitness: str
+    method: str
+    value: int
+    citation: str
+    status: str
+
+
+PUBLISHED = [
+    Published("T4d", "damping", "cosyne", 3416, GOMEZ_T4, SECOND_HAND),
+    Published("T4d", "damping", "cmaes", 6061, GOMEZ_T4, SECOND_HAND),
+    Published("T4d", "damping", "neat", 6929, GOMEZ_T4, SECOND_HAND),
+    Published("T4d", "damping", "esp", 26342, GOMEZ_T4, SECOND_HAND),
+    Published("T4d", "damping", "cne", 87623, GOMEZ_T4, SECOND_HAND),
+    Published("T4d", "damping", "sane", 451612, GOMEZ_T4, SECOND_HAND),
+    Published("T4s", "standard", "cosyne", 1249, GOMEZ_T4, UNCONFIRMED),
+    Published("T4s", "standard", "cmaes", 3521, GOMEZ_T4, UNCONFIRMED),
+    Published("T4s", "standard", "esp", 7374, GOMEZ_T4, UNCONFIRMED),
+    Published(
+        "NES", "standard", "snes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
+    ),
+    Published(
+        "NES", "standard", "xnes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
+    ),
+    Published("SM2", "generalization", "ce", 300, SM2002, SECOND_HAND),
+    Published("SM2", "generalization", "esp", 289, SM2002, SECOND_HAND),
+    Published("SM2", "generalization", "neat", 286, SM2002, SECOND_HAND),
+]
+
+
+def published(fitness: str, method: str) -> Published | None:
+    """The published figure for ``fitness`` and ``method`` (None if the papers give none)."""
+    return next((p for p in PUBLISHED if (p.fitness, p.method) == (fitness, method)), None)
+
+
+class CountingEvaluator(PopulationEvaluator):
+    """A :class:`PopulationEvaluator` that counts the episodes it actually ran (one per member
+    and seed of every batch, success tests excluded: they use their own envs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.episodes = 0
+        self.env_steps = 0
+
+    def evaluate(self, vectors: torch.Tensor, seeds: Sequence[int], **kwargs: Any):
+        result = super().evaluate(vectors, seeds, **kwargs)
+        self.episodes += int(result.lengths.size)
+        self.env_steps += int(result.lengths.sum())
+        return result
+
+
 # Per-method options (ESP as configs/dpnv_esp.yaml).
 OPTIONS = {
     "esp": {"subpop_size": 20, "trials": 10},
@@ -83,7 +146,7 @@ def run(
     factory = resolve_env("evolstm/DoublePoleNoVel-v0", kwargs)
     env = factory.make().unwrapped
     spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
-    evaluator = PopulationEvaluator(factory, spec)
+    evaluator = CountingEvaluator(factory, spec)
     tests = SuccessTests(factory, spec)
     cls = get_agent(method)
     options = {**OPTIONS[method], "episodes": episodes}
@@ -91,6 +154,10 @@ def run(
         options.update(subpop_size=10, trials=5)  # as configs/dpnv_esp.yaml
     agent = cls(cls.Options(**options), AgentContext(spec, seed, evaluator, None))
     evaluations = 0
+
+    def counts() -> dict:
+        return {"counted": evaluations, "episodes_run": evaluator.episodes, "tests": tests.runs}
+
     try:
         while evaluations < budget:
             metrics = agent.step()
@@ -102,11 +169,11 @@ def run(
             if best >= BALANCED[fitness] - 1e-9:
                 test = tests(vector, stop_early=True)
                 if test["solved"]:
-                    return {"evaluations": evaluations, "tests": tests.runs, **test}
+                    return {"evaluations": evaluations, **counts(), **test}
     finally:
         agent.close()
         evaluator.close()
-    return {"evaluations": None, "tests": tests.runs}
+    return {"evaluations": None, **counts()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'fitness':<9} {'method':<7} {'median':>8} {'mean':>8} {'failures':>9} "
-        f"{'gen. mean':>9} {'published':>10} {'seconds':>8}"
+        f"{'gen. mean':>9} {'published':>16} {'counted':>9} {'episodes run':>12} "
+        f"{'seconds':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -158,19 +226,37 @@ def main(argv: list[str] | None = None) -> None:
             solved = [r for r in runs if r["evaluations"] is not None]
             evals = [r["evaluations"] for r in solved]
             gens = [r["generalization"] for r in solved]
-            published = PUBLISHED[fitness].get(method)
+            paper, paper_gen = published(fitness, method), published("generalization", method)
             cells = [
                 f"{statistics.median(evals):,.0f}" if evals else "-",
                 f"{statistics.mean(evals):,.0f}" if evals else "-",
                 f"{len(runs) - len(solved)}/{len(runs)}",
                 f"{statistics.mean(gens):.0f}" if gens else "-",
-                f"{published:,}" if published else "-",
+                mark(paper) + (f" / {paper_gen.value}" if paper_gen else ""),
             ]
+            counted = sum(r["counted"] for r in runs)
+            episodes_run = sum(r["episodes_run"] for r in runs)
             print(
                 f"{fitness:<9} {method:<7} {cells[0]:>8} {cells[1]:>8} {cells[2]:>9} "
-                f"{cells[3]:>9} {cells[4]:>10} {time.perf_counter() - start:>8.0f}",
+                f"{cells[3]:>9} {cells[4]:>16} {counted:>9,} {episodes_run:>12,} "
+                f"{time.perf_counter() - start:>8.0f}",
                 flush=True,
             )
+    print_published()
+
+
+def mark(paper: Published | None) -> str:
+    """``3,416 [T4d]``; ``1,249 [T4s]?`` when the figure is unconfirmed; ``-`` if none."""
+    if paper is None:
+        return "-"
+    return f"{paper.value:,} [{paper.key}]" + ("?" if paper.status == UNCONFIRMED else "")
+
+
+def print_published() -> None:
+    """Every published figure with its citation and status (the table's footnotes)."""
+    print("\npublished: evaluations to solve (mean) / generalisation of 625; ? = unconfirmed")
+    for p in PUBLISHED:
+        print(f"  [{p.key}] {p.fitness:<14} {p.method:<7} {p.value:>8,}  {p.citation}; {p.status}")
 
 
 if __name__ == "__main__":

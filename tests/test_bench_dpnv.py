@@ -1,0 +1,66 @@
+"""CI's tiny version of ``bench/dpnv.py`` (the double-pole benchmark of issue 8).
+
+The bench's own code path (its ``main``: agents, the counting evaluator, the success screen,
+the table and its footnotes) runs on a budget of a few hundred episodes. The checks are on
+numbers in its printout: the evaluations each agent counted equal the episodes the evaluator
+actually ran (and, for ESP, the episodes its generation size implies), and every published
+figure appears with its citation and its confirmation status.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from bench import dpnv
+
+BUDGET = 300
+ROW = re.compile(
+    r"^standard\s+(?P<method>\w+)\s+.*?\s(?P<counted>[\d,]+)\s+(?P<run>[\d,]+)\s+\d+\s*$"
+)
+
+
+def _rows(text: str) -> dict[str, tuple[int, int]]:
+    rows = {}
+    for line in text.splitlines():
+        m = ROW.match(line)
+        if m:
+            rows[m["method"]] = (int(m["counted"].replace(",", "")), int(m["run"].replace(",", "")))
+    return rows
+
+
+def test_tiny_dpnv_bench_counts_every_episode_and_cites_the_papers(capsys):
+    args = ["--methods", "esp", "cosyne", "--fitness", "standard", "--seeds", "1"]
+    dpnv.main([*args, "--budget", str(BUDGET), "--hidden", "2"])
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert set(rows) == {"esp", "cosyne"}, out
+    for method, (counted, run) in rows.items():
+        assert counted == run > 0, (method, counted, run)
+        assert counted >= BUDGET, (method, counted)
+    # ESP: subpop_size 20 x trials 10 = 200 episodes per generation, whole generations only.
+    per_generation = dpnv.OPTIONS["esp"]["subpop_size"] * dpnv.OPTIONS["esp"]["trials"]
+    assert rows["esp"][0] == math.ceil(BUDGET / per_generation) * per_generation
+    # The published columns: ESP's standard-fitness figure and its generalisation score.
+    assert re.search(r"^standard\s+esp\s.*7,374 \[T4s\]\? / 289\s", out, re.M), out
+    assert re.search(r"^standard\s+cosyne\s.*1,249 \[T4s\]\?\s", out, re.M), out
+    # Footnotes: every figure with its citation and status, unconfirmed ones marked.
+    table4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
+    footnotes = [line for line in out.splitlines() if line.startswith("  [")]
+    assert len(footnotes) == len(dpnv.PUBLISHED) == 14
+    expected = [
+        ("T4d", "damping", "cosyne", "3,416", table4, "second-hand"),
+        ("T4d", "damping", "sane", "451,612", table4, "second-hand"),
+        ("T4s", "standard", "cosyne", "1,249", table4, "unconfirmed"),
+        ("NES", "standard", "snes", "410", "JMLR 15 (2014), Sec. 5", "unconfirmed"),
+        ("SM2", "generalization", "ce", "300", "Stanley & Miikkulainen", "second-hand"),
+    ]
+    for key, fitness, method, value, citation, status in expected:
+        hits = [
+            f
+            for f in footnotes
+            if f.split()[:4] == [f"[{key}]", fitness, method, value]
+            and citation in f
+            and status in f
+        ]
+        assert len(hits) == 1, (key, method, footnotes)
