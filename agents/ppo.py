@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pydantic
 import torch
@@ -23,6 +23,7 @@ from evolstm.agent import AgentContext, AgentOptions
 from evolstm.evaluation import TRAIN_STREAM, episode_seeds
 from evolstm.pg_agent import PGAgent, PGOptions, explained_variance, masked_mean
 from evolstm.pg_rollout import Rollout, gae, pad_time
+from evolstm.reward_norm import ReturnNormalizer
 
 
 class PPOOptions(PGOptions):
@@ -40,6 +41,12 @@ class PPOOptions(PGOptions):
     )
     target_kl: float | None = pydantic.Field(
         None, gt=0, description="stop an iteration's epochs once the mean KL passes this"
+    )
+    reward_norm: bool = pydantic.Field(
+        False,
+        description="divide rewards by the running std of each slot's discounted return "
+        "(gamma), clipped to +-10, as SB3's VecNormalize(norm_reward=True); reward_scale "
+        "then multiplies the result",
     )
 
 
@@ -102,13 +109,21 @@ class PPO(PGAgent):
 
     def __init__(self, options: PPOOptions, ctx: AgentContext) -> None:
         super().__init__(options, ctx)
+        self.reward_norm = (
+            ReturnNormalizer(options.num_envs, options.gamma) if options.reward_norm else None
+        )
         self.collectors.reset(episode_seeds(ctx.seed, TRAIN_STREAM, 0, options.num_envs))
 
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE advantages and value targets ``[T, N]`` of ``rollout``."""
+        """GAE advantages and value targets ``[T, N]`` of ``rollout`` (with ``reward_norm``
+        this updates the return statistics: call it once per rollout)."""
         o: PPOOptions = self.options  # type: ignore[assignment]
+        rewards = rollout["rewards"]
+        if self.reward_norm is not None:  # stateful: once per rollout, in time order
+            ended = rollout["terminated"] | rollout["truncated"]
+            rewards = self.reward_norm(rewards, rollout["valid"], ended)
         return gae(
-            rollout["rewards"] * o.reward_scale,
+            rewards * o.reward_scale,
             rollout["values"],
             rollout["terminated"],
             rollout["truncated"],
@@ -135,6 +150,16 @@ class PPO(PGAgent):
         out = {k: to_sequences(v, L) for k, v in seqs.items()}
         out["states"] = [s.reshape(-1, *s.shape[2:]) for s in rollout["seq_states"]]
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["reward_norm"] = None if self.reward_norm is None else self.reward_norm.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.reward_norm is not None and state.get("reward_norm") is not None:
+            self.reward_norm.load_state_dict(state["reward_norm"])
 
     def iterate(self) -> dict[str, float]:
         o: PPOOptions = self.options  # type: ignore[assignment]

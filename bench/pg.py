@@ -4,8 +4,9 @@ One task (``evolstm/CartPoleNoVel-v0``: CartPole-v1 physics observing cart posit
 angle, 500-step episodes), the RL Zoo's tuned RecurrentPPO hyperparameters for
 CartPoleNoVel-v1 on the sb3 side (8 envs, n_steps 32, batch 256, 20 epochs, gamma 0.98,
 gae_lambda 0.8, lr 1e-3 and clip 0.2 both linearly decayed over 100k steps, ent_coef 0,
-LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize), and
-``configs/cartpole_nv_ppo.yaml`` on the evolstm side (the same sizes and schedule).
+LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize with
+gamma 0.98 as RL Zoo passes it), and ``configs/cartpole_nv_ppo.yaml`` on the evolstm side
+(the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``).
 
 Both sides are evaluated the same way every ``--eval-every`` env steps: ``--episodes``
 deterministic episodes on the held-out seeds of the run seed (one fixed set), the recurrent
@@ -118,7 +119,9 @@ def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
     def linear(start: float):
         return lambda progress: progress * start
 
-    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID) for _ in range(8)]))
+    # RL Zoo's ExperimentManager gives VecNormalize the algorithm's gamma ("use the same
+    # discount factor as for the algorithm"); VecNormalize's own default is 0.99.
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID) for _ in range(8)]), gamma=0.98)
     venv.seed(seed)
     model = RecurrentPPO(
         "MlpLstmPolicy",

@@ -73,6 +73,11 @@ class PolicyConfig(_Section):
     hidden: StrictInt = Field(16, ge=1)
     layers: StrictInt = Field(1, ge=1)
     memory: StrictBool = True
+    readout_hidden: list[StrictInt] = Field(
+        default_factory=list,
+        description="widths of ReLU layers between the recurrent core and the linear readout "
+        "(empty: a linear readout; ESP and Evolino need that)",
+    )
 
 
 class AgentConfig(BaseModel):
@@ -267,6 +272,11 @@ def resolve_agent(cfg: RunConfig) -> tuple[RunConfig, type[Agent], AgentOptions]
 
     agent_cls = get_agent(cfg.agent.name)
     options = agent_options(agent_cls, cfg.agent)
+    if cfg.policy.readout_hidden and getattr(agent_cls, "evolve_readout", True) is False:
+        raise ConfigError(
+            f"policy.readout_hidden: {cfg.policy.readout_hidden} is not for agent "
+            f"{cfg.agent.name!r}, which computes a linear readout from the cells (use [])"
+        )
     agent = AgentConfig(name=cfg.agent.name, **options.model_dump(mode="json"))
     return cfg.model_copy(update={"agent": agent}), agent_cls, options
 

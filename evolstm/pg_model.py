@@ -153,6 +153,7 @@ class PGNetwork(nn.Module):
                 layers=spec.layers,
                 kernel_size=spec.kernel_size,
                 memory=spec.memory,
+                readout_hidden=spec.readout_hidden,
             )
             self.critic_core = RecurrentCore(critic_spec)
             self.critic_vector = nn.Parameter(init_vector(critic_spec, gen))

@@ -46,6 +46,9 @@ class PolicySpec:
     :param kernel_size: convolution kernel of ``conv_peephole``.
     :param memory: ``False`` zeroes the recurrent state before every step, turning the
         network into a feed-forward policy with the same parameters (a memory ablation).
+    :param readout_hidden: widths of ReLU layers between the recurrent core and the linear
+        readout (``()``: the readout reads the cells directly, as ESP and Evolino need; RL
+        Zoo's RecurrentPPO settings put one layer of 64 after the LSTM).
     """
 
     observation_space: gym.Space
@@ -55,8 +58,14 @@ class PolicySpec:
     layers: int = 1
     kernel_size: int = 3
     memory: bool = True
+    readout_hidden: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "readout_hidden", tuple(int(m) for m in self.readout_hidden))
+        if any(m < 1 for m in self.readout_hidden):
+            raise ValueError(
+                f"policy.readout_hidden widths must be >= 1, got {self.readout_hidden}"
+            )
         if self.cell not in cells.CELL_NAMES:
             raise ValueError(
                 f"policy.cell: unknown cell {self.cell!r}; valid: {', '.join(cells.CELL_NAMES)}"
@@ -106,7 +115,9 @@ class ParameterLayout:
 
     Names are ``layer{l}.{param}`` (see :func:`evolstm.cells.param_shapes`) and
     ``readout.W`` ``[F, A]`` / ``readout.b`` ``[A]`` (F = the last layer's flattened output,
-    A = the action head's outputs).
+    A = the action head's outputs). With ``readout_hidden`` (widths ``M_k``), the ReLU layers
+    ``readout.hidden{k}.W`` ``[M_{k-1}, M_k]`` / ``readout.hidden{k}.b`` ``[M_k]`` come before
+    the readout (``M_{-1} = F``), and ``readout.W`` is ``[M_last, A]``.
     """
 
     entries: tuple[LayoutEntry, ...]
@@ -136,8 +147,8 @@ class ParameterLayout:
     def unit_indices(self, layer: int, unit: int) -> torch.Tensor:
         """Flat indices ``[K]`` of every parameter that belongs to memory cell ``unit`` of
         ``layer``: its gate weights and biases (incoming), and its outgoing weights (the
-        readout rows reading it when ``layer`` is the last one). ESP evolves these as one
-        genome."""
+        readout rows reading it when ``layer`` is the last one: ``readout.W``, or
+        ``readout.hidden0.W`` with ``readout_hidden``). ESP evolves these as one genome."""
         if not 0 <= layer < len(self.layer_inputs) or not 0 <= unit < self.hidden:
             raise IndexError(f"no unit {unit} in layer {layer}")
         parts = []
@@ -147,7 +158,8 @@ class ParameterLayout:
         if layer == len(self.layer_inputs) - 1:
             per_unit = self.readout_in // self.hidden
             rows = slice(unit * per_unit, (unit + 1) * per_unit)
-            parts.append(self._entry_indices("readout.W", (rows, slice(None))))
+            first = "readout.hidden0.W" if "readout.hidden0.W" in self._by_name else "readout.W"
+            parts.append(self._entry_indices(first, (rows, slice(None))))
         return torch.cat(parts)
 
     def _entry_indices(self, name: str, idx: Any) -> torch.Tensor:
@@ -179,10 +191,12 @@ def _layout(spec: PolicySpec, encoder: ObservationEncoder, head: ActionHead) -> 
             offset += math.prod(shape)
         size = cells.output_size(spec.cell, size, spec.hidden)
     readout_in = math.prod(size) if isinstance(size, tuple) else int(size)
-    for name, shape in (
-        ("readout.W", (readout_in, head.num_outputs)),
-        ("readout.b", (head.num_outputs,)),
-    ):
+    blocks, width = [], readout_in
+    for k, m in enumerate(spec.readout_hidden):
+        blocks += [(f"readout.hidden{k}.W", (width, m)), (f"readout.hidden{k}.b", (m,))]
+        width = m
+    blocks += [("readout.W", (width, head.num_outputs)), ("readout.b", (head.num_outputs,))]
+    for name, shape in blocks:
         entries.append(LayoutEntry(name, shape, offset))
         offset += math.prod(shape)
     return ParameterLayout(
@@ -203,8 +217,8 @@ def _core_input_size(spec: PolicySpec, encoder: ObservationEncoder) -> Any:
 
 
 def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
-    """A fresh flat parameter vector ``[D]`` (the cells' initialisation; readout uniform
-    ``±1/sqrt(F)`` like ``nn.Linear``, bias 0)."""
+    """A fresh flat parameter vector ``[D]`` (the cells' initialisation; readout and its
+    hidden layers uniform ``±1/sqrt(fan_in)`` like ``nn.Linear``, biases 0)."""
     layout = build_layout(spec)
     chunks = []
     for layer, size in enumerate(layout.layer_inputs):
@@ -214,10 +228,12 @@ def init_vector(spec: PolicySpec, generator: torch.Generator) -> torch.Tensor:
         for pname, name in layout.layer_param_names(layer):
             assert layout[name].shape == tuple(params[pname].shape)
             chunks.append(params[pname].reshape(-1))
-    bound = 1.0 / math.sqrt(layout.readout_in)
-    ro = layout["readout.W"]
-    chunks.append((torch.rand(ro.numel, generator=generator) * 2 - 1) * bound)
-    chunks.append(torch.zeros(layout["readout.b"].numel))
+    names = [f"readout.hidden{k}" for k in range(len(spec.readout_hidden))] + ["readout"]
+    for name in names:
+        w = layout[f"{name}.W"]
+        bound = 1.0 / math.sqrt(w.shape[0])
+        chunks.append((torch.rand(w.numel, generator=generator) * 2 - 1) * bound)
+        chunks.append(torch.zeros(layout[f"{name}.b"].numel))
     return torch.cat(chunks).to(torch.float32)
 
 
@@ -300,6 +316,9 @@ class RecurrentCore:
 
     def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
+        for k in range(len(self.spec.readout_hidden)):
+            w, b = params[f"readout.hidden{k}.W"], params[f"readout.hidden{k}.b"]
+            y = torch.relu(_readout(y, w, b.unsqueeze(-2)))
         w, b = params["readout.W"], params["readout.b"]
         return _readout(y, w, b.unsqueeze(-2))
 
@@ -307,7 +326,11 @@ class RecurrentCore:
         """Group named blocks the way :meth:`step_prepared` reads them (once per population,
         not once per step)."""
         w, b = params["readout.W"], params["readout.b"]
-        return PreparedParams(self._layers(params), w, b.unsqueeze(-2))
+        hidden = tuple(
+            (params[f"readout.hidden{k}.W"], params[f"readout.hidden{k}.b"].unsqueeze(-2))
+            for k in range(len(self.spec.readout_hidden))
+        )
+        return PreparedParams(self._layers(params), w, b.unsqueeze(-2), hidden)
 
     def step_prepared(
         self, prepared: PreparedParams, x: torch.Tensor, state: State
@@ -317,6 +340,8 @@ class RecurrentCore:
         if not self.spec.memory:
             state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
         y, state = self._stack(prepared.layers, x, state)
+        for w, b in prepared.readout_hidden:
+            y = torch.relu(_readout(y, w, b))
         return _readout(y, prepared.readout_w, prepared.readout_b), state
 
     def _layers(self, params: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -347,11 +372,13 @@ class PreparedParams:
     :param layers: per layer, the cell's named tensors (:func:`evolstm.cells.param_shapes`).
     :param readout_w: ``[(P,) F, A]``.
     :param readout_b: ``[(P,) 1, A]`` (broadcasts over the batch).
+    :param readout_hidden: per ReLU layer before the readout, ``(W [(P,) M', M], b [(P,) 1, M])``.
     """
 
     layers: list[dict[str, torch.Tensor]]
     readout_w: torch.Tensor
     readout_b: torch.Tensor
+    readout_hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
 class RecurrentPolicy(nn.Module):

@@ -123,6 +123,7 @@ def policy_spec_for(cfg: RunConfig, factory: EnvFactory) -> PolicySpec:
         hidden=cfg.policy.hidden,
         layers=cfg.policy.layers,
         memory=cfg.policy.memory,
+        readout_hidden=tuple(cfg.policy.readout_hidden),
     )
     try:
         build_layout(spec)  # builds the observation encoder and the action head

@@ -40,7 +40,13 @@ def test_defaults_follow_the_design_contract(tmp_path, fake_agent):
             "on_nan": "error",
             "max_episode_steps": None,
         },
-        "policy": {"cell": "lstm", "hidden": 16, "layers": 1, "memory": True},
+        "policy": {
+            "cell": "lstm",
+            "hidden": 16,
+            "layers": 1,
+            "memory": True,
+            "readout_hidden": [],
+        },
         "agent": {"name": "fake", "popsize": 3, "episodes": 2, "sigma": 0.5},
         "budget": {
             "env_steps": DEFAULT_ENV_STEPS,
@@ -142,7 +148,9 @@ def test_wrong_type_names_key_value_and_expectation(tmp_path, fake_agent):
     assert "greater than or equal to 1" in _error(tmp_path, MINIMAL, ["policy.layers=0"])
     assert "ray.address" in _error(tmp_path, MINIMAL, ["ray.address=somewhere"])
     message = _error(tmp_path, {**MINIMAL, "policy": 5})
-    assert message == "policy: expected a mapping (keys: cell, hidden, layers, memory), got 5"
+    assert message == (
+        "policy: expected a mapping (keys: cell, hidden, layers, memory, readout_hidden), got 5"
+    )
 
 
 def test_missing_required_keys(tmp_path, fake_agent):
@@ -189,3 +197,9 @@ def test_validate_config_can_skip_agent_and_env():
         check_env=False,
     )
     assert cfg.agent.options == {"anything": 1}
+
+
+def test_evolino_needs_the_linear_readout(tmp_path):
+    data = {"env": {"id": "evolstm/MackeyGlass-v0"}, "agent": {"name": "evolino"}}
+    message = _error(tmp_path, {**data, "policy": {"readout_hidden": [8]}})
+    assert "policy.readout_hidden" in message and "evolino" in message

@@ -53,13 +53,22 @@ def test_registered_in_family_pg() -> None:
 
 
 @pytest.mark.parametrize(
-    ("agent", "env"),
-    [("ppo", "evolstm/CartPoleNoVel-v0"), ("rpg", "evolstm/PendulumNoVel-v0")],
+    ("agent", "env", "extra"),
+    [
+        ("ppo", "evolstm/CartPoleNoVel-v0", ()),
+        # the return normaliser's statistics and the ReLU readout layers resume too
+        (
+            "ppo",
+            "evolstm/CartPoleNoVel-v0",
+            ("agent.reward_norm=true", "policy.readout_hidden=[5]"),
+        ),
+        ("rpg", "evolstm/PendulumNoVel-v0", ()),
+    ],
 )
-def test_resume_gives_bitwise_the_same_policy(tmp_path, agent: str, env: str) -> None:
-    straight = train(_config(agent, env=env), runs_root=tmp_path / "a")
-    half = train(_config(agent, "budget.iterations=3", env=env), runs_root=tmp_path / "b")
-    resumed = train(_config(agent, env=env), resume=half)
+def test_resume_gives_bitwise_the_same_policy(tmp_path, agent: str, env: str, extra) -> None:
+    straight = train(_config(agent, *extra, env=env), runs_root=tmp_path / "a")
+    half = train(_config(agent, "budget.iterations=3", *extra, env=env), runs_root=tmp_path / "b")
+    resumed = train(_config(agent, *extra, env=env), resume=half)
     a = RecurrentPolicy.load(straight / "policy.pt").to_vector()
     b = RecurrentPolicy.load(resumed / "policy.pt").to_vector()
     assert torch.equal(a, b)

@@ -141,3 +141,42 @@ def test_episode_start_resets_state_and_gradients_flow():
 def test_bad_cell_is_a_clear_error():
     with pytest.raises(ValueError, match="valid: lstm"):
         PolicySpec(BOX, gym.spaces.Discrete(2), cell="lstmm")
+
+
+def test_readout_hidden_layers_equal_an_nn_sequential_and_the_population_form(tmp_path):
+    obs, act = SPACES["box-discrete"]
+    spec = PolicySpec(obs, act, hidden=5, readout_hidden=[7, 4])
+    layout = build_layout(spec)
+    assert layout["readout.hidden0.W"].shape == (5, 7)
+    assert layout["readout.hidden1.W"].shape == (7, 4) and layout["readout.W"].shape == (4, 3)
+    vectors = torch.stack([init_vector(spec, torch.Generator().manual_seed(s)) for s in range(2)])
+    vectors += 0.3 * torch.randn(vectors.shape, generator=torch.Generator().manual_seed(1))
+    policy = RecurrentPolicy(spec, vectors[1])
+    params = policy.params()
+    # Reference: torch's own layers with the same weights (nn.Linear stores W transposed).
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 4), torch.nn.ReLU(),
+        torch.nn.Linear(4, 3),
+    )  # fmt: skip
+    names = ["readout.hidden0", "readout.hidden1", "readout"]
+    with torch.no_grad():
+        for module, name in zip(ref[::2], names, strict=True):
+            module.weight.copy_(params[f"{name}.W"].t())
+            module.bias.copy_(params[f"{name}.b"])
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
+    features, _ = policy.core.features(params, x, policy.init_state(6))
+    out, _ = policy.core.forward(params, x, policy.init_state(6))
+    torch.testing.assert_close(out, ref(features))
+    population = PopulationPolicy(RecurrentCore(spec), vectors)
+    x2 = x[None].expand(2, -1, -1)
+    pop_out, _ = population.core.step_prepared(population._prepared, x2, population.init_state(6))
+    torch.testing.assert_close(pop_out[1], out)
+    # ESP's unit genome holds the first hidden layer's rows reading that cell.
+    w = layout["readout.hidden0.W"]
+    rows = set(range(w.offset + 2 * 7, w.offset + 3 * 7))
+    assert rows <= set(layout.unit_indices(0, 2).tolist())
+    policy.save(tmp_path / "p.pt")
+    loaded = RecurrentPolicy.load(tmp_path / "p.pt")
+    assert loaded.spec == spec and torch.equal(loaded.to_vector(), policy.to_vector())
+    with pytest.raises(ValueError, match="readout_hidden"):
+        PolicySpec(obs, act, readout_hidden=[0])
