@@ -47,6 +47,7 @@ from agents.esp import ESP, ESPOptions
 from evolstm.agent import AgentContext
 from evolstm.errors import ConfigError
 from evolstm.evaluation import single_torch_thread
+from evolstm.obs_norm import ObsNormalizer
 from evolstm.policy import RecurrentCore, unflatten
 
 
@@ -64,6 +65,13 @@ class EvolinoOptions(ESPOptions):
     )
     fitness_horizon: int | None = pydantic.Field(
         None, ge=1, description="free-running steps per window (None: the task's test length)"
+    )
+    input_scale: float | None = pydantic.Field(
+        None,
+        gt=0,
+        description="time series: feed the network (x - mean) / std * input_scale, mean/std of "
+        "the training inputs, also when its prediction is fed back (saved with the policy as "
+        "its observation normaliser); None: raw inputs",
     )
 
 
@@ -139,6 +147,15 @@ class Evolino(ESP):
         self.free_running = "free-running" in str(data.metadata.get("test_mode", ""))
         inputs = torch.as_tensor(data.inputs, dtype=torch.float32)
         targets = torch.as_tensor(data.targets, dtype=torch.float32)
+        self.normalizer: ObsNormalizer | None = None
+        if options.input_scale is not None and self.free_running:
+            # PyBrain's Evolino feeds the output back scaled by 0.001-0.01 (its
+            # ``backprojectionFactor``), which keeps the cells near their linear range; here
+            # the series is also centred, so the cells do not integrate its mean.
+            train = inputs[data.train]
+            std = train.std(dim=0).clamp_min(1e-8) / options.input_scale
+            self.normalizer = ObsNormalizer(train.mean(dim=0), std, clip=1e9)
+            inputs = self.normalizer(inputs)
         # Training sequences as a padded batch [B, L, I]; scored = training steps past washout.
         seqs = segments(data.sequence_starts, 0, data.train.stop)
         length = max(b - a for a, b in seqs)
@@ -203,6 +220,8 @@ class Evolino(ESP):
             t = starts - self.window_washout + j  # [B] time index of each window
             if j <= self.window_washout or prediction is None:
                 x = self.inputs[t].expand(n, -1, -1)
+            elif self.normalizer is not None:
+                x = self.normalizer(prediction)
             else:
                 x = prediction
             y, state = self._features(params, x, state)
@@ -231,6 +250,10 @@ class Evolino(ESP):
                 error = self.last_train_mse
             error = torch.nan_to_num(error.double(), nan=1e12, posinf=1e12)
         return -error, steps, vectors.clone()
+
+    def obs_normalizer(self) -> ObsNormalizer | None:
+        """The fixed input scaling (``input_scale``), or ``None`` for raw inputs."""
+        return self.normalizer
 
     def step(self) -> dict[str, float]:
         metrics = super().step()

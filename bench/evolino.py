@@ -44,8 +44,9 @@ from evolstm.env_factory import resolve_env
 from evolstm.policy import PolicySpec
 from evolstm.success import policy_fn_maker
 
+CELLS = {2: 10, 3: 15, 4: 20, 5: 30}  # memory cells for k sines
 TASKS = {
-    **{f"sines{k}": ("evolstm/Sines-v0", {"num_sines": k}, "lstm", 10) for k in (2, 3, 4, 5)},
+    **{f"sines{k}": ("evolstm/Sines-v0", {"num_sines": k}, "lstm", CELLS[k]) for k in CELLS},
     "mackey_glass": ("evolstm/MackeyGlass-v0", {"metric": "nrmse"}, "lstm", 20),
     "anbncn": ("evolstm/AnBnCn-v0", {}, "peephole", 6),
 }
@@ -55,9 +56,12 @@ PAPER = {
     "anbncn": "not found (unconfirmed)",
 }
 OPTIONS = {"subpop_size": 12, "trials": 4, "mutation_rate": 0.05}
-# The sines as configs/sines_evolino.yaml: small weights and mutations, plain least squares.
+# As configs/sines_evolino.yaml and configs/mackey_glass_evolino.yaml: scaled inputs, small
+# mutations and bursts, plain least squares.
+SCALED = {"init_range": 1.0, "mutation_scale": 0.03, "burst_scale": 0.03, "ridge": 0.0}
 TASK_OPTIONS = {
-    f"sines{k}": {"init_range": 0.1, "mutation_scale": 0.01, "ridge": 0.0} for k in (2, 3, 4, 5)
+    **{f"sines{k}": {**SCALED, "input_scale": 0.001} for k in CELLS},
+    "mackey_glass": {**SCALED, "input_scale": 0.1, "fitness_windows": 16},
 }
 
 
@@ -104,7 +108,7 @@ def run(task: str, seed: int, generations: int) -> dict:
     agent = Evolino(options, AgentContext(spec, seed, None, factory.make_vector))
     for _ in range(generations):
         agent.step()
-    make = policy_fn_maker(spec, agent.policy_vector())
+    make = policy_fn_maker(spec, agent.policy_vector(), agent.obs_normalizer())
     result = env.success_test(make)
     if task == "mackey_glass":
         result["nrmse84_jaeger"] = nrmse84(make)
