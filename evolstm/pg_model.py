@@ -23,6 +23,7 @@ Two ways to unroll a sequence, proven equal by ``tests/test_pg_sequences.py``:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -145,16 +146,7 @@ class PGNetwork(nn.Module):
             self.critic_core = None
         elif critic == "separate":
             value_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-            critic_spec = PolicySpec(
-                spec.observation_space,
-                value_space,
-                cell=spec.cell,
-                hidden=spec.hidden,
-                layers=spec.layers,
-                kernel_size=spec.kernel_size,
-                memory=spec.memory,
-                readout_hidden=spec.readout_hidden,
-            )
+            critic_spec = dataclasses.replace(spec, action_space=value_space)
             self.critic_core = RecurrentCore(critic_spec)
             self.critic_vector = nn.Parameter(init_vector(critic_spec, gen))
         else:
