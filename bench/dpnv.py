@@ -40,11 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator
-from evolstm.policy import PolicySpec
-from evolstm.registry import get_agent
-from evolstm.success import SuccessTests
+from evolstm.network.policy import PolicySpec
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator
+from evolstm.rollouts.success import SuccessTests
+from evolstm.run.registry import get_agent
 
 GOMEZ_T4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
 SECOND_HAND = "second-hand: tachsin/genoxide examples/double_pole_no_velocities/README.md"

@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.evolino import Evolino
 from envs.sequences import mackey_glass_series
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.policy import PolicySpec
-from evolstm.success import policy_fn_maker
+from evolstm.network.policy import PolicySpec
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.success import policy_fn_maker
 
 CELLS = {2: 10, 3: 15, 4: 20, 5: 30}  # memory cells for k sines
 TASKS = {

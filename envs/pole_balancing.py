@@ -330,7 +330,7 @@ class PoleBalancingEnv(render.RenderedEnv, gym.Env[np.ndarray, np.ndarray]):
     def success_test(
         self, make_policy_fn: Callable[[], PolicyFn], *, stop_early: bool = False
     ) -> dict[str, Any]:
-        """The task's own "solved" (see :mod:`evolstm.success`), Gomez et al. (2008): the
+        """The task's own "solved" (see :mod:`evolstm.rollouts.success`), Gomez et al. (2008): the
         policy balances ``SUCCESS_STEPS`` (100,000) steps from the standard start, and, with
         two poles, also balances at least ``GENERALIZATION_PASS`` (200) of the 625
         generalisation starts. Independent of this env's ``reward``/``max_steps``.

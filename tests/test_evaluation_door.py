@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from evotorch.tools.readonlytensor import as_read_only_tensor
 
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds, plain_population
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy, init_vector
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import PolicySpec, RecurrentPolicy, init_vector
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds, plain_population
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.policy import (
+from evolstm.network.policy import (
     PolicySpec,
     PopulationPolicy,
     RecurrentCore,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from evolstm.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.policy import PolicySpec, RecurrentPolicy
 from tests.test_policy import _batch
 from tests.test_spaces import OBSERVATION_SPACES
 

@@ -13,15 +13,15 @@ import torch
 import yaml
 
 from agents.es import SEARCHER_ALLOWLIST
-from evolstm import safe_pickle
 from evolstm.agent import AgentContext
-from evolstm.checkpoint import load_checkpoint
-from evolstm.cli import main
-from evolstm.env_factory import resolve_env
 from evolstm.errors import FileFormatError
-from evolstm.evaluation import PopulationEvaluator
-from evolstm.policy import PolicySpec, RecurrentPolicy
-from evolstm.registry import available_agents
+from evolstm.network.policy import PolicySpec, RecurrentPolicy
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator
+from evolstm.run import safe_pickle
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.cli import main
+from evolstm.run.registry import available_agents
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 SIX = ["cem", "cmaes", "cosyne", "pgpe", "snes", "xnes"]
@@ -119,8 +119,8 @@ def test_crafted_files_run_nothing_in_eval_resume_and_policy_load(tmp_path, caps
     capsys.readouterr()
     marker = tmp_path / "pwned"
     policy_file, latest = run_dir / "policy.pt", run_dir / "checkpoints" / "latest.pt"
-    torch.save({"format": "evolstm.policy/2", "spec": Payload(marker)}, policy_file)
-    torch.save({"format": "evolstm.checkpoint/1", "agent": Payload(marker)}, latest)
+    torch.save({"format": "evolstm.network.policy/2", "spec": Payload(marker)}, policy_file)
+    torch.save({"format": "evolstm.run.checkpoint/1", "agent": Payload(marker)}, latest)
 
     with pytest.raises(FileFormatError, match=r"policy\.pt: not a valid evolstm policy file"):
         RecurrentPolicy.load(policy_file)

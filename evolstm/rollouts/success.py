@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from evolstm.env_factory import EnvFactory
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy, State
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import PolicySpec, RecurrentPolicy, State
+from evolstm.rollouts.env_factory import EnvFactory
 
 PolicyFn = Callable[[Any, np.ndarray], np.ndarray]
 

@@ -28,7 +28,13 @@ import torch
 import yaml
 
 from evolstm.agent import Agent, AgentContext
-from evolstm.checkpoint import (
+from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import PolicySpec, RecurrentPolicy, build_layout
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
+from evolstm.rollouts.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
+from evolstm.rollouts.success import SuccessTests
+from evolstm.run.checkpoint import (
     CHECKPOINT_DIR,
     LATEST,
     atomic_write,
@@ -38,11 +44,8 @@ from evolstm.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from evolstm.config import RunConfig, check_ray_address, resolve_agent
-from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
-from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
-from evolstm.loggers import (
+from evolstm.run.config import RunConfig, check_ray_address, resolve_agent
+from evolstm.run.loggers import (
     METRICS_FILE,
     ConsoleLogger,
     FanOutLogger,
@@ -50,9 +53,6 @@ from evolstm.loggers import (
     Logger,
     WandbLogger,
 )
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
-from evolstm.success import SuccessTests
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -143,7 +143,7 @@ def task_solved(
 ) -> tuple[bool | None, dict[str, Any]]:
     """The trainer's ``solved`` for the policy ``vector [D]`` and its held-out
     ``evaluation``: the task's own success test when it defines one
-    (:class:`evolstm.success.SuccessTests`, which reuses the result for an unchanged
+    (:class:`evolstm.rollouts.success.SuccessTests`, which reuses the result for an unchanged
     policy; its other numbers are returned too), else the registered ``reward_threshold`` on
     the mean evaluation return; ``None`` without either.
     """
@@ -239,7 +239,7 @@ def _build_evaluator(
 ) -> Evaluator:
     if address is None:
         return PopulationEvaluator(factory, spec)
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     return RayEvaluator(
         factory, spec, num_workers=workers, address=address, shard_timeout_s=timeout
@@ -312,7 +312,7 @@ def train(
 ) -> Path:
     """Train ``cfg``'s agent until the budget is spent; return the run folder.
 
-    :param cfg: a validated config (:func:`evolstm.config.load_config`).
+    :param cfg: a validated config (:func:`evolstm.run.config.load_config`).
     :param resume: a run folder to continue from its latest checkpoint, exactly.
     :param ray_address: overrides ``ray.address`` (``"local"``, ``"auto"``, ``"ray://..."``).
     :param runs_root: where new run folders are created.
@@ -332,7 +332,7 @@ def train(
     spec = policy_spec_for(cfg, factory)
     owns_ray = False
     if address not in (None, "local"):
-        from evolstm.ray_evaluator import connect_ray
+        from evolstm.rollouts.ray_evaluator import connect_ray
 
         owns_ray = connect_ray(address)  # fails in seconds, before any folder is made
     try:

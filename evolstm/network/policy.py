@@ -1,7 +1,7 @@
 """Recurrent policies: one network definition for a single learner and for a population.
 
-A policy is a stack of recurrent layers (:mod:`evolstm.cells`) followed by a linear
-readout to the action head (:mod:`evolstm.spaces`). Its parameters live in ONE flat
+A policy is a stack of recurrent layers (:mod:`evolstm.network.cells`) followed by a linear
+readout to the action head (:mod:`evolstm.network.spaces`). Its parameters live in ONE flat
 vector ``[D]`` whose :class:`ParameterLayout` names every block, so that
 
 * neuroevolution evolves ``[P, D]`` matrices and steps all ``P`` members in one batched
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from evolstm import cells
 from evolstm.errors import FileFormatError
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.space_data import space_from_data, space_to_data
-from evolstm.spaces import ActionHead, ObservationEncoder
+from evolstm.network import cells
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.space_data import space_from_data, space_to_data
+from evolstm.network.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
-POLICY_FORMAT = "evolstm.policy/2"
+POLICY_FORMAT = "evolstm.network.policy/2"
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class PolicySpec:
 
     :param observation_space: the single env's observation space (anything gymnasium flattens).
     :param action_space: the single env's action space (Discrete, MultiDiscrete or Box).
-    :param cell: one of :data:`evolstm.cells.CELL_NAMES`.
+    :param cell: one of :data:`evolstm.network.cells.CELL_NAMES`.
     :param hidden: memory cells per layer (channels for ``conv_peephole``).
     :param layers: stacked recurrent layers.
     :param kernel_size: convolution kernel of ``conv_peephole``.
@@ -76,7 +76,7 @@ class PolicySpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (spaces described by :func:`evolstm.space_data.space_to_data`): what a
+        """Plain data (spaces described by :func:`evolstm.network.space_data.space_to_data`): what a
         policy file stores and ``torch.load(weights_only=True)`` reads back."""
         data = asdict(self)
         data["observation_space"] = space_to_data(self.observation_space)
@@ -113,7 +113,7 @@ class LayoutEntry:
 class ParameterLayout:
     """The order and shapes of every parameter block in the flat vector ``[D]``.
 
-    Names are ``layer{l}.{param}`` (see :func:`evolstm.cells.param_shapes`) and
+    Names are ``layer{l}.{param}`` (see :func:`evolstm.network.cells.param_shapes`) and
     ``readout.W`` ``[F, A]`` / ``readout.b`` ``[A]`` (F = the last layer's flattened output,
     A = the action head's outputs). With ``readout_hidden`` (widths ``M_k``), the ReLU layers
     ``readout.hidden{k}.W`` ``[M_{k-1}, M_k]`` / ``readout.hidden{k}.b`` ``[M_k]`` come before
@@ -369,7 +369,7 @@ def _readout(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PreparedParams:
     """One policy's (or population's) parameters grouped for stepping.
 
-    :param layers: per layer, the cell's named tensors (:func:`evolstm.cells.param_shapes`).
+    :param layers: per layer, the cell's named tensors (:func:`evolstm.network.cells.param_shapes`).
     :param readout_w: ``[(P,) F, A]``.
     :param readout_b: ``[(P,) 1, A]`` (broadcasts over the batch).
     :param readout_hidden: per ReLU layer before the readout, ``(W [(P,) M', M], b [(P,) 1, M])``.
@@ -542,7 +542,7 @@ class RecurrentPolicy(nn.Module):
         :param path: a file written by :meth:`save`.
         :raises FileFormatError: a crafted, corrupted or foreign file (one line naming it).
         """
-        from evolstm.checkpoint import load_data_file
+        from evolstm.run.checkpoint import load_data_file
 
         blob = load_data_file(path, "policy")
         if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
