@@ -31,7 +31,7 @@ from evolstm.network.space_data import space_from_data, space_to_data
 from evolstm.network.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
-POLICY_FORMAT = "evolstm.network.policy/2"
+POLICY_FORMAT = "evolstm.policy/2"
 
 
 @dataclass(frozen=True)
