@@ -65,3 +65,11 @@ def test_a_checkpoint_that_names_the_flat_module_loads_under_the_new_allowlist(
     np.testing.assert_array_equal(back["stats"].mean, stats.mean)
     with pytest.raises(safe_pickle.UnsafePickleError, match=re.escape("evolstm.network.obs_norm")):
         safe_pickle.loads(data, {"evolstm.agent.Agent"})
+
+
+def test_file_format_tags_did_not_move_with_the_modules() -> None:
+    # policy.pt and checkpoints written by 0.1.0 carry these tags; a loader rejects any other
+    from evolstm.network.policy import POLICY_FORMAT
+    from evolstm.run.checkpoint import FORMAT
+
+    assert (POLICY_FORMAT, FORMAT) == ("evolstm.policy/2", "evolstm.checkpoint/1")

@@ -119,8 +119,8 @@ def test_crafted_files_run_nothing_in_eval_resume_and_policy_load(tmp_path, caps
     capsys.readouterr()
     marker = tmp_path / "pwned"
     policy_file, latest = run_dir / "policy.pt", run_dir / "checkpoints" / "latest.pt"
-    torch.save({"format": "evolstm.network.policy/2", "spec": Payload(marker)}, policy_file)
-    torch.save({"format": "evolstm.run.checkpoint/1", "agent": Payload(marker)}, latest)
+    torch.save({"format": "evolstm.policy/2", "spec": Payload(marker)}, policy_file)
+    torch.save({"format": "evolstm.checkpoint/1", "agent": Payload(marker)}, latest)
 
     with pytest.raises(FileFormatError, match=r"policy\.pt: not a valid evolstm policy file"):
         RecurrentPolicy.load(policy_file)

@@ -31,7 +31,7 @@ from evolstm.network.space_data import space_from_data, space_to_data
 from evolstm.network.spaces import ActionHead, ObservationEncoder
 
 State = list[tuple[torch.Tensor, ...]]
-POLICY_FORMAT = "evolstm.network.policy/2"
+POLICY_FORMAT = "evolstm.policy/2"
 
 
 @dataclass(frozen=True)
@@ -316,21 +316,23 @@ class RecurrentCore:
 
     def readout(self, params: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """Features ``[P, B, F]`` -> head outputs ``[P, B, A]`` (any leading dims without P)."""
-        for k in range(len(self.spec.readout_hidden)):
-            w, b = params[f"readout.hidden{k}.W"], params[f"readout.hidden{k}.b"]
-            y = torch.relu(_readout(y, w, b.unsqueeze(-2)))
-        w, b = params["readout.W"], params["readout.b"]
-        return _readout(y, w, b.unsqueeze(-2))
+        return _apply_readout(*self._readout_blocks(params), y)
 
     def prepare(self, params: Mapping[str, torch.Tensor]) -> PreparedParams:
         """Group named blocks the way :meth:`step_prepared` reads them (once per population,
         not once per step)."""
-        w, b = params["readout.W"], params["readout.b"]
+        hidden, w, b = self._readout_blocks(params)
+        return PreparedParams(self._layers(params), w, b, hidden)
+
+    def _readout_blocks(
+        self, params: Mapping[str, torch.Tensor]
+    ) -> tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], torch.Tensor, torch.Tensor]:
+        """The ReLU layers' ``(W, b [(P,) 1, M])`` and the readout's ``W``, ``b [(P,) 1, A]``."""
         hidden = tuple(
             (params[f"readout.hidden{k}.W"], params[f"readout.hidden{k}.b"].unsqueeze(-2))
             for k in range(len(self.spec.readout_hidden))
         )
-        return PreparedParams(self._layers(params), w, b.unsqueeze(-2), hidden)
+        return hidden, params["readout.W"], params["readout.b"].unsqueeze(-2)
 
     def step_prepared(
         self, prepared: PreparedParams, x: torch.Tensor, state: State
@@ -340,9 +342,8 @@ class RecurrentCore:
         if not self.spec.memory:
             state = [tuple(torch.zeros_like(t) for t in layer) for layer in state]
         y, state = self._stack(prepared.layers, x, state)
-        for w, b in prepared.readout_hidden:
-            y = torch.relu(_readout(y, w, b))
-        return _readout(y, prepared.readout_w, prepared.readout_b), state
+        readout = _apply_readout(prepared.readout_hidden, prepared.readout_w, prepared.readout_b, y)
+        return readout, state
 
     def _layers(self, params: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return [{pname: params[full] for pname, full in names} for names in self._layer_param_names]
@@ -354,6 +355,18 @@ class RecurrentCore:
         if self.spec.cell == "conv_peephole":
             y = y.flatten(start_dim=-3)
         return y, state
+
+
+def _apply_readout(
+    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+    w: torch.Tensor,
+    b: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
+    """Features ``y [P, B, F]`` through the ReLU layers ``hidden`` and the readout ``w``, ``b``."""
+    for hidden_w, hidden_b in hidden:
+        y = torch.relu(_readout(y, hidden_w, hidden_b))
+    return _readout(y, w, b)
 
 
 def _readout(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

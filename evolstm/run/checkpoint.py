@@ -34,7 +34,7 @@ from evolstm.errors import ConfigError, FileFormatError
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 KEEP_LAST = 3
-FORMAT = "evolstm.run.checkpoint/1"
+FORMAT = "evolstm.checkpoint/1"
 
 
 def capture_rng_state() -> dict[str, Any]:

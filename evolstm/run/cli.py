@@ -114,7 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config is None:
         if args.resume is None:
             raise ConfigError("train needs a CONFIG.yaml, or --resume RUN_DIR (its own config)")
-        from evolstm.run.trainer import CONFIG_FILE, resume_dir
+        from evolstm.run.run_dir import CONFIG_FILE, resume_dir
 
         config = resume_dir(args.resume) / CONFIG_FILE
     cfg = load_config(config, overrides)
@@ -151,7 +151,8 @@ def _load_for_eval(
     from evolstm.network.policy import POLICY_FORMAT, RecurrentPolicy
     from evolstm.run.checkpoint import FORMAT, LATEST, find_checkpoint, load_data_file
     from evolstm.run.config import read_yaml
-    from evolstm.run.trainer import CONFIG_FILE, POLICY_FILE
+    from evolstm.run.run_dir import CONFIG_FILE
+    from evolstm.run.trainer import POLICY_FILE
 
     if path.is_dir():
         config = read_yaml(path / CONFIG_FILE)

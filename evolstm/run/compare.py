@@ -377,7 +377,7 @@ def run_comparison(
         check_ray_address(ray_address)
     except ValueError as err:
         raise ConfigError(f"ray address {ray_address!r}: {err}") from None
-    from evolstm.run.trainer import new_run_dir
+    from evolstm.run.run_dir import new_run_dir
 
     console = console or Console()
     folder = new_run_dir(Path(runs_root), comparison.name)
