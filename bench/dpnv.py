@@ -54,7 +54,7 @@ from envs.pole_balancing import (
     generalization_test,
 )
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 from evolstm.rollouts.success import SuccessTests, policy_fn_maker

@@ -20,8 +20,9 @@ from envs.pole_balancing import (
     advance,
     balance_steps,
 )
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec, RecurrentPolicy, init_vector
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.success import policy_fn_maker
 
 # An LSTM-4 controller that SNES found for double pole without velocities (seed 2, 1,920

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from evolstm.network import cells
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec, RecurrentPolicy, State
+from evolstm.network.policy import RecurrentPolicy, State
 from evolstm.rollouts.env_factory import EnvFactory
 
 PolicyFn = Callable[[Any, np.ndarray], np.ndarray]
