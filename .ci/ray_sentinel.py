@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 def _answers(port: int) -> bool:
     from evolstm.errors import ConfigError
-    from evolstm.ray_evaluator import check_reachable
+    from evolstm.rollouts.ray_evaluator import check_reachable
 
     try:
         check_reachable(f"127.0.0.1:{port}", timeout=3)

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
-from evolstm.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
-from evolstm.obs_norm import ObsNormalizer, RunningStats
+from evolstm.network.obs_norm import ObsNormalizer, RunningStats
+from evolstm.rollouts.evaluation import TRAIN_STREAM, EvaluationResult, Evaluator, episode_seeds
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ import numpy as np
 import pydantic
 import torch
 
-from evolstm import safe_pickle
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.evaluation import single_torch_thread
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import init_vector
+from evolstm.network.layout import init_vector
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.rollouts.evaluation import single_torch_thread
+from evolstm.run import safe_pickle
 
 if TYPE_CHECKING:  # EvoTorch is imported only when an EvoTorch agent is built
     from evotorch import Problem
@@ -47,13 +47,13 @@ class ESOptions(AgentOptions):
 
 
 # Every class (and bound method) an EvoTorch searcher's state refers to, found by pickling
-# all six searchers after a few generations: the allowlist of evolstm.safe_pickle.loads, so
+# all six searchers after a few generations: the allowlist of evolstm.run.safe_pickle.loads, so
 # a checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
 SEARCHER_ALLOWLIST = frozenset(
     {
         "agents._evotorch.ContiguousSymmetricGaussian",
         "agents._evotorch.EvaluatorProblem",
-        "evolstm.obs_norm.RunningStats",
+        "evolstm.network.obs_norm.RunningStats",
         "evotorch.algorithms.cmaes.CMAES",
         "evotorch.algorithms.distributed.gaussian.CEM",
         "evotorch.algorithms.distributed.gaussian.PGPE",
@@ -372,7 +372,7 @@ class CoSyNEOptions(ESOptions):
 
 
 # Episode seeds of CoSyNE's selection rounds: a stream of their own, apart from the
-# generations' (evolstm.evaluation.TRAIN_STREAM) and the trainer's held-out evaluation.
+# generations' (evolstm.rollouts.evaluation.TRAIN_STREAM) and the trainer's held-out evaluation.
 SELECT_STREAM = 2
 
 
@@ -416,7 +416,7 @@ class CoSyNE(EvoTorchAgent):
         o: CoSyNEOptions = self.options  # type: ignore[assignment]
         if o.select_top == 0:
             return super().update_best(values, fitness)
-        from evolstm.evaluation import episode_seeds
+        from evolstm.rollouts.evaluation import episode_seeds
 
         top = np.argsort(-fitness, kind="stable")[: o.select_top]
         candidates = [values[int(i)] for i in top]

@@ -46,9 +46,10 @@ import torch
 from agents.esp import ESP, ESPOptions
 from evolstm.agent import AgentContext
 from evolstm.errors import ConfigError
-from evolstm.evaluation import single_torch_thread
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import RecurrentCore, unflatten
+from evolstm.network.layout import unflatten
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import RecurrentCore
+from evolstm.rollouts.evaluation import single_torch_thread
 
 
 class EvolinoOptions(ESPOptions):
@@ -184,7 +185,7 @@ class Evolino(ESP):
 
     # -- the network's forward pass, features only (the readout is what Evolino computes) ----
     def _features(self, params: dict[str, torch.Tensor], x: torch.Tensor, state: Any) -> Any:
-        from evolstm import cells
+        from evolstm.network import cells
 
         layers = [
             {pname: params[full] for pname, full in self.layout.layer_param_names(layer)}
@@ -264,7 +265,7 @@ class Evolino(ESP):
 
 # -- using a trained model from Python ------------------------------------------------------
 def predict(policy: Any, inputs: np.ndarray) -> np.ndarray:
-    """Teacher-forced outputs ``[T, O]`` of a :class:`evolstm.policy.RecurrentPolicy` on
+    """Teacher-forced outputs ``[T, O]`` of a :class:`evolstm.network.policy.RecurrentPolicy` on
     ``inputs [T, I]`` (one sequence, state from zero)."""
     state = policy.init_state(1)
     outputs = []
@@ -280,7 +281,7 @@ def free_run(policy: Any, dataset: Any) -> np.ndarray:
     """The test predictions ``[T_test, O]`` of a time series, free-running after the
     teacher-forced washout and training steps (see :func:`envs.sequence_env.free_run`)."""
     from envs.sequence_env import free_run as run
-    from evolstm.success import policy_fn_maker
+    from evolstm.rollouts.success import policy_fn_maker
 
     make = policy_fn_maker(policy.spec, policy.to_vector(), policy.obs_norm)
     return run(make(), dataset)

@@ -1,7 +1,7 @@
 """Recurrent PPO with the ES agents' LSTM (Schulman et al. 2017, https://arxiv.org/abs/1707.06347).
 
 Each iteration collects ``n_steps`` steps in each of ``num_envs`` slots, computes GAE with
-NEXT_STEP autoreset handled (:func:`evolstm.pg_rollout.gae`: truncation bootstraps from the
+NEXT_STEP autoreset handled (:func:`evolstm.rollouts.pg_rollout.gae`: truncation bootstraps from the
 final observation's value, termination does not; reset steps are no loss terms), cuts each
 slot's rollout into sequences of ``seq_len`` steps (padded, with a validity mask), and runs
 ``epochs`` passes of minibatches of whole sequences, each from one env. Every sequence
@@ -20,10 +20,10 @@ import pydantic
 import torch
 
 from evolstm.agent import AgentContext, AgentOptions
-from evolstm.evaluation import TRAIN_STREAM, episode_seeds
 from evolstm.pg_agent import PGAgent, PGOptions, explained_variance, masked_mean
-from evolstm.pg_rollout import Rollout, gae, pad_time
 from evolstm.reward_norm import ReturnNormalizer
+from evolstm.rollouts.evaluation import TRAIN_STREAM, episode_seeds
+from evolstm.rollouts.pg_rollout import Rollout, gae, pad_time
 
 
 class PPOOptions(PGOptions):

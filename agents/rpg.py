@@ -10,7 +10,7 @@ iteration, as the ES agents draw them), and ascends
 
 with ``R_t`` the discounted return-to-go (a truncated episode bootstraps from the value of
 its final observation; a terminated one does not) and ``b(h_t)`` a history-dependent
-baseline: the critic's value of the same history (:class:`~evolstm.pg_model.PGNetwork`),
+baseline: the critic's value of the same history (:class:`~evolstm.network.pg_model.PGNetwork`),
 regressed on ``R_t``. Optional entropy bonus and gradient-norm clipping; Discrete,
 MultiDiscrete and Box actions through the policy's action head.
 """
@@ -24,9 +24,9 @@ import pydantic
 import torch
 
 from evolstm.agent import AgentOptions
-from evolstm.evaluation import TRAIN_STREAM, episode_seeds
 from evolstm.pg_agent import PGAgent, PGOptions, explained_variance, masked_mean
-from evolstm.pg_rollout import gae
+from evolstm.rollouts.evaluation import TRAIN_STREAM, episode_seeds
+from evolstm.rollouts.pg_rollout import gae
 
 
 class RPGOptions(PGOptions):

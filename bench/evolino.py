@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.evolino import Evolino
 from envs.sequences import mackey_glass_series
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.policy import PolicySpec
-from evolstm.success import policy_fn_maker
+from evolstm.network.layout import PolicySpec
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.success import policy_fn_maker
 
 CELLS = {2: 10, 3: 15, 4: 20, 5: 30}  # memory cells for k sines
 TASKS = {
@@ -83,11 +83,30 @@ def linear_ar_error(dataset, order: int) -> tuple[float, float]:
     return mse, float(np.sqrt(mse) / y[dataset.train].std())
 
 
-def nrmse84(make_policy_fn, windows: int = 50, teacher: int = 1000, first: int = 3000) -> float:
-    """Jaeger's NRMSE84 over ``windows`` test windows starting at ``first + 100 w``."""
+def jaeger_windows(dataset, windows: int = 50, spacing: int = 100) -> np.ndarray:
+    """Start steps ``[windows]`` of the NRMSE84 test windows: the first at the dataset's first
+    test step, then every ``spacing`` steps (all after the training steps)."""
+    return dataset.test.start + spacing * np.arange(windows)
+
+
+def mackey_glass_like(dataset, length: int) -> np.ndarray:
+    """The dataset's Mackey-Glass series (same tau, history, step, squash) to ``length``."""
+    meta = dataset.metadata
+    series = mackey_glass_series(length, meta["tau"], meta["history"], round(1 / meta["dt"]))
+    return np.tanh(series - 1.0) if meta["squash"] else series
+
+
+def nrmse84(
+    make_policy_fn, series: np.ndarray, starts: np.ndarray, std: float, teacher: int = 1000
+) -> float:
+    """Jaeger's NRMSE84 (Jaeger & Haas, Science 2004; GMD Report 148): each window ``w`` is
+    driven teacher-forced for ``teacher`` steps up to the known value ``series[starts[w] - 1]``
+    and then runs free, fed its own predictions; ``e_w`` is its error at the 84th free-running
+    prediction, ``series[starts[w] + 83]``. NRMSE84 = sqrt(mean_w e_w^2) / std, ``std`` the
+    series' standard deviation. All windows run as one batch; ``series`` must reach
+    ``starts[-1] + 84``."""
     horizon = 84
-    starts = first + 100 * np.arange(windows)
-    series = mackey_glass_series(int(starts[-1]) + horizon + 1)
+    windows = len(starts)
     policy_fn = make_policy_fn()
     obs = series[starts - teacher - 1][:, None].astype(np.float32)
     episode_start = np.ones(windows, dtype=bool)
@@ -98,22 +117,45 @@ def nrmse84(make_policy_fn, windows: int = 50, teacher: int = 1000, first: int =
         if j == teacher + horizon - 1:
             error = out - series[t]
         obs = (series[t] if j < teacher else out)[:, None].astype(np.float32)
-    return float(np.sqrt(np.mean(error**2)) / series[:first].std())
+    return float(np.sqrt(np.mean(error**2)) / std)
 
 
-def run(task: str, seed: int, generations: int) -> dict:
-    env_id, kwargs, cell, hidden = TASKS[task]
-    factory = resolve_env(env_id, kwargs)
+def dataset_nrmse84(make_policy_fn, dataset, windows: int = 50) -> float:
+    """NRMSE84 of a Mackey-Glass dataset's model over ``windows`` windows after its training
+    steps, normalised by the standard deviation of the series up to the first test step."""
+    starts = jaeger_windows(dataset, windows)
+    series = mackey_glass_like(dataset, int(starts[-1]) + 84 + 1)
+    std = float(series[: dataset.test.start].std())
+    return nrmse84(make_policy_fn, series, starts, std)
+
+
+def run(
+    task: str,
+    seed: int,
+    generations: int,
+    overrides: dict | None = None,
+    hidden: int | None = None,
+    env_overrides: dict | None = None,
+    cell: str | None = None,
+) -> dict:
+    """Train ``task`` for ``generations`` and run its test; ``overrides`` replace Evolino
+    options, ``hidden`` the number of cells, ``env_overrides`` the env's kwargs, ``cell`` the
+    cell type."""
+    env_id, kwargs, default_cell, default_hidden = TASKS[task]
+    cell = cell or default_cell
+    factory = resolve_env(env_id, {**kwargs, **(env_overrides or {})})
     env = factory.make().unwrapped
-    spec = PolicySpec(env.observation_space, env.action_space, cell=cell, hidden=hidden)
-    options = Evolino.Options(**OPTIONS, **TASK_OPTIONS.get(task, {}))
+    spec = PolicySpec(
+        env.observation_space, env.action_space, cell=cell, hidden=hidden or default_hidden
+    )
+    options = Evolino.Options(**{**OPTIONS, **TASK_OPTIONS.get(task, {}), **(overrides or {})})
     agent = Evolino(options, AgentContext(spec, seed, None, factory.make_vector))
     for _ in range(generations):
         agent.step()
     make = policy_fn_maker(spec, agent.policy_vector(), agent.obs_normalizer())
     result = env.success_test(make)
     if task == "mackey_glass":
-        result["nrmse84_jaeger"] = nrmse84(make)
+        result["nrmse84_jaeger"] = dataset_nrmse84(make, env.dataset)
     return result
 
 
@@ -140,19 +182,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--readout-timing", action="store_true", help="only time the solvers")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override Evolino options"
+    )
+    parser.add_argument(
+        "--env", nargs="*", default=[], metavar="KEY=VALUE", help="override env kwargs"
+    )
+    parser.add_argument("--hidden", type=int, default=None, help="memory cells (all tasks)")
+    parser.add_argument("--cell", default=None, help="cell type (all tasks)")
+    parser.add_argument("--per-seed", action="store_true", help="print every seed's value")
     args = parser.parse_args(argv)
+    overrides, env_overrides = parse_pairs(args.set), parse_pairs(args.env)
     print("$ " + " ".join([sys.executable, *sys.argv]))
     if args.readout_timing:
         time_readout()
         return
-    print(f"Evolino {OPTIONS}, {args.generations} generations, {args.seeds} seeds")
+    print(
+        f"Evolino {OPTIONS} {overrides or ''} {env_overrides or ''}, "
+        f"{args.generations} generations, {args.seeds} seeds"
+    )
     print(
         f"{'task':<13} {'metric':<22} {'median':>10} {'best':>10} {'linear AR':>18} "
         f"{'paper':>48} {'s':>6}"
     )
     for task in args.tasks:
         start = time.perf_counter()
-        runs = [run(task, s, args.generations) for s in range(args.seeds)]
+        runs = [
+            run(task, s, args.generations, overrides, args.hidden, env_overrides, args.cell)
+            for s in range(args.seeds)
+        ]
         if task == "anbncn":
             key, best = "generalizes_to_n", max
         elif task == "mackey_glass":
@@ -166,6 +224,22 @@ def main(argv: list[str] | None = None) -> None:
             f"{time.perf_counter() - start:>6.0f}",
             flush=True,
         )
+        if args.per_seed:
+            print(f"  {task} per seed: " + " ".join(f"{v:.3g}" for v in values), flush=True)
+
+
+def parse_pairs(pairs: list[str]) -> dict:
+    """``["ridge=1e-6", "solver=lstsq"]`` -> ``{"ridge": 1e-6, "solver": "lstsq"}`` (values
+    parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def linear_reference(task: str) -> str:

@@ -40,10 +40,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402, F401
-from evolstm.config import load_config  # noqa: E402
-from evolstm.evaluation import PopulationEvaluator  # noqa: E402
-from evolstm.registry import get_agent  # noqa: E402
-from evolstm.trainer import env_factory_for, eval_seeds, policy_spec_for  # noqa: E402
+from evolstm.rollouts.evaluation import PopulationEvaluator  # noqa: E402
+from evolstm.run.config import load_config  # noqa: E402
+from evolstm.run.registry import get_agent  # noqa: E402
+from evolstm.run.trainer import env_factory_for, eval_seeds, policy_spec_for  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 THRESHOLD = 475.0

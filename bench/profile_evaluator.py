@@ -37,10 +37,11 @@ importlib.import_module("envs")  # registers evolstm/CartPoleNoVel-v0 with gymna
 import torch  # noqa: E402
 
 from bench._balancing_lstm import balancing_vector  # noqa: E402
-from evolstm import evaluation  # noqa: E402
-from evolstm.env_factory import resolve_env  # noqa: E402
-from evolstm.evaluation import PopulationEvaluator  # noqa: E402
-from evolstm.policy import PolicySpec, PopulationPolicy  # noqa: E402
+from evolstm.network.layout import PolicySpec  # noqa: E402
+from evolstm.network.policy import PopulationPolicy  # noqa: E402
+from evolstm.rollouts import evaluation  # noqa: E402
+from evolstm.rollouts.env_factory import resolve_env  # noqa: E402
+from evolstm.rollouts.evaluation import PopulationEvaluator  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 HIDDEN = 16

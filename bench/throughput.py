@@ -88,11 +88,12 @@ from bench._user_paths import (  # noqa: E402
     wrapper_rows,
 )
 from evolstm.agent import AgentContext  # noqa: E402
-from evolstm.config import load_config, resolve_agent  # noqa: E402
-from evolstm.env_factory import EnvFactory, resolve_env  # noqa: E402
-from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
-from evolstm.obs_norm import ObsNormalizer  # noqa: E402
-from evolstm.policy import PolicySpec, RecurrentPolicy, init_vector  # noqa: E402
+from evolstm.network.layout import PolicySpec, init_vector  # noqa: E402
+from evolstm.network.obs_norm import ObsNormalizer  # noqa: E402
+from evolstm.network.policy import RecurrentPolicy  # noqa: E402
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env  # noqa: E402
+from evolstm.rollouts.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
+from evolstm.run.config import load_config, resolve_agent  # noqa: E402
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 QUICKSTART = _bench_dir.parent / "configs" / "quickstart.yaml"
@@ -370,7 +371,7 @@ class Bench:
     def ray(self) -> list[Row]:
         """2 Ray actors per side, 1 torch thread each (evolstm's workers set it; Ray sets
         ``OMP_NUM_THREADS=1`` in EvoTorch's actors); Ray start-up and actors untimed."""
-        from evolstm.ray_evaluator import RayEvaluator
+        from evolstm.rollouts.ray_evaluator import RayEvaluator
 
         P = len(self.vectors)
         evaluator = RayEvaluator(self.factory, self.spec, num_workers=2, address="local")

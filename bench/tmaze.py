@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.esp import ESP
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator
-from evolstm.policy import PolicySpec
-from evolstm.success import policy_fn_maker
+from evolstm.network.layout import PolicySpec
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator
+from evolstm.rollouts.success import policy_fn_maker
 
 OPTIONS = {"subpop_size": 12, "trials": 4, "episodes": 16, "stagnation": 20}
 

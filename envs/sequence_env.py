@@ -154,7 +154,7 @@ class SequenceEnv(gym.Env):
         return mse if self.metric == "mse" else float(np.sqrt(mse) / self.series_std)
 
     def success_test(self, make_policy_fn: Callable[[], Any]) -> dict[str, Any]:
-        """The task's own "solved" (see :mod:`evolstm.success`) with the test errors."""
+        """The task's own "solved" (see :mod:`evolstm.rollouts.success`) with the test errors."""
         if self.language:
             return self._language_test(make_policy_fn())
         predictions = free_run(make_policy_fn(), self.dataset)
@@ -195,7 +195,7 @@ def free_run(
 ) -> np.ndarray:
     """Predictions ``[T_test, O]`` of a time series' test steps: teacher-forced through the
     washout and training steps (and the first test input, the last known value), then fed
-    back its own output. ``policy_fn`` as in :mod:`evolstm.success`."""
+    back its own output. ``policy_fn`` as in :mod:`evolstm.rollouts.success`."""
     test = dataset.test
     obs = dataset.inputs[:1].astype(np.float32)
     start = np.ones(1, dtype=bool)

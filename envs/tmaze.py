@@ -192,7 +192,7 @@ class TMazeEnv(render.RenderedEnv, gym.Env):
         return obs, float(reward[0]), bool(terminated[0]), bool(truncated), info
 
     def success_test(self, make_policy_fn: Callable[[], Any]) -> dict[str, Any]:
-        """The task's own "solved" (see :mod:`evolstm.success`): the deterministic policy
+        """The task's own "solved" (see :mod:`evolstm.rollouts.success`): the deterministic policy
         reaches the goal arm for both road signs. The maze is deterministic given the goal
         side, so these two episodes decide every episode the policy can meet."""
         policy_fn = make_policy_fn()

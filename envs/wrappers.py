@@ -12,7 +12,7 @@ Each comes as a single-env ``gymnasium.ObservationWrapper`` and a vector-env
 * :class:`ObservationNoise` / :class:`VectorObservationNoise`: additive Gaussian noise.
 
 Each single form names its vector form (class attribute ``vector_form``), so a built-in
-task wrapped in them keeps its native vector env (:func:`evolstm.env_factory.vector_form`).
+task wrapped in them keeps its native vector env (:func:`evolstm.rollouts.env_factory.vector_form`).
 
 The random wrappers draw from their own generator, seeded from the ``reset`` seed (a
 vector wrapper: slot ``i`` from ``seed + i`` or ``seed[i]``, as ``SyncVectorEnv`` seeds its

@@ -1,3 +1,3 @@
-from evolstm.cli import main
+from evolstm.run.cli import main
 
 raise SystemExit(main())

@@ -16,9 +16,9 @@ import gymnasium as gym
 import pydantic
 import torch
 
-from evolstm.evaluation import Evaluator
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.rollouts.evaluation import Evaluator
 
 Family = Literal["es", "pg"]
 
@@ -93,9 +93,9 @@ class Agent(ABC):
         ``torch.from_numpy`` or ``.tolist()``), pickled bytes, custom classes. RNG state:
         ``torch.Generator.get_state()`` (a tensor) or ``np.random.Generator.bit_generator
         .state`` (a dict of ints); optimiser ``state_dict()`` s are data. A library object
-        with no ``state_dict`` goes through :func:`evolstm.safe_pickle.dumps` and back with
-        :func:`evolstm.safe_pickle.loads` and an explicit allowlist (see ``agents/es.py``).
-        :func:`evolstm.checkpoint.save_checkpoint` refuses anything else, naming the key.
+        with no ``state_dict`` goes through :func:`evolstm.run.safe_pickle.dumps` and back with
+        :func:`evolstm.run.safe_pickle.loads` and an explicit allowlist (see ``agents/es.py``).
+        :func:`evolstm.run.checkpoint.save_checkpoint` refuses anything else, naming the key.
         """
 
     @abstractmethod

@@ -1,6 +1,6 @@
 """What the policy-gradient agents (``agents/rpg.py``, ``agents/ppo.py``) share.
 
-The network (:class:`~evolstm.pg_model.PGNetwork`: the ES agents' actor vector plus a
+The network (:class:`~evolstm.network.pg_model.PGNetwork`: the ES agents' actor vector plus a
 critic), Adam, the collectors (in-process or Ray), observation normalisation as for ES
 (running statistics of the encoded observations, frozen during a rollout), masked losses,
 and a state that is data (tensors and plain Python only) so a run resumes bitwise.
@@ -18,11 +18,11 @@ import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.errors import TrainingDiverged
-from evolstm.evaluation import single_torch_thread
-from evolstm.obs_norm import ObsNormalizer, RunningStats
-from evolstm.pg_model import PGNetwork
-from evolstm.pg_rollout import Rollout
-from evolstm.policy import init_vector
+from evolstm.network.layout import init_vector
+from evolstm.network.obs_norm import ObsNormalizer, RunningStats
+from evolstm.network.pg_model import PGNetwork
+from evolstm.rollouts.evaluation import single_torch_thread
+from evolstm.rollouts.pg_rollout import Rollout
 
 RETURN_WINDOW = 100  # episodes behind the reported return_mean (as SB3's ep_info_buffer)
 
@@ -112,10 +112,10 @@ class PGAgent(Agent):
         o, ctx = self.options, self.ctx
         address = ctx.ray_address
         if address is None:
-            from evolstm.pg_collector import LocalCollectors
+            from evolstm.rollouts.pg_collector import LocalCollectors
 
             return LocalCollectors(ctx.make_vector_env, o.num_envs, ctx.seed)
-        from evolstm.pg_collector import RayCollectors
+        from evolstm.rollouts.pg_collector import RayCollectors
 
         return RayCollectors(
             ctx.make_vector_env,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evolstm.obs_norm import RunningStats
+from evolstm.network.obs_norm import RunningStats
 
 PRIOR_COUNT = 1e-4  # SB3's RunningMeanStd(epsilon=1e-4): a pseudo-count of mean 0, variance 1
 

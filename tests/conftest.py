@@ -10,9 +10,9 @@ import pydantic
 import pytest
 import torch
 
-from evolstm import registry
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.policy import init_vector
+from evolstm.network.layout import init_vector
+from evolstm.run import registry
 
 
 class FakeOptions(AgentOptions):

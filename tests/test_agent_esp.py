@@ -8,9 +8,9 @@ import torch
 
 from agents.esp import ESP, assemble, credit, subpopulations
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator
-from evolstm.policy import PolicySpec, build_layout
+from evolstm.network.layout import PolicySpec, build_layout
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator
 
 
 def _esp(env_id: str, seed: int = 0, hidden: int = 3, cell: str = "lstm", **options):
@@ -124,7 +124,7 @@ def test_state_dict_is_data_and_resumes_exactly(tmp_path):
 def test_inactive_cell_outputs_exactly_zero():
     agent = _esp("evolstm/TMaze-v0", subpop_size=4, trials=1, initial_cells=2, hidden=3)
     vectors = agent.networks(assemble(len(agent.subpops), 4, 1, torch.Generator()))
-    from evolstm.policy import PopulationPolicy, RecurrentCore
+    from evolstm.network.policy import PopulationPolicy, RecurrentCore
 
     core = RecurrentCore(agent.ctx.policy_spec)
     policy = PopulationPolicy(core, vectors)

@@ -9,9 +9,10 @@ import torch
 from agents.evolino import Evolino, free_run, predict, solve_readout
 from envs.sequence_env import SequenceEnv
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.policy import PolicySpec, RecurrentPolicy
-from evolstm.success import policy_fn_maker
+from evolstm.network.layout import PolicySpec
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.success import policy_fn_maker
 
 
 @pytest.mark.parametrize("solver", ["ridge", "lstsq"])

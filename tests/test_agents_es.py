@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from evolstm.agent import AgentContext
-from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.evaluation import EVAL_STREAM, PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec
-from evolstm.registry import available_agents
+from evolstm.network.layout import PolicySpec
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
+from evolstm.rollouts.evaluation import EVAL_STREAM, PopulationEvaluator, episode_seeds
+from evolstm.run.registry import available_agents
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 CUE = resolve_env("tests.fixture_envs:CueRecallEnv", {"delay": 3})

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evolstm import cells
+from evolstm.network import cells
 
 DT = torch.float64
 FLAT_IN, HIDDEN, BATCH = 3, 5, 4

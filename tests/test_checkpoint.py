@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm import checkpoint as ckpt
 from evolstm.errors import ConfigError
+from evolstm.run import checkpoint as ckpt
 
 
 def _payload(iteration: int) -> dict:

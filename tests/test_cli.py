@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 import envs
-from evolstm.checkpoint import load_checkpoint
-from evolstm.cli import main
-from evolstm.evaluation import EVAL_STREAM, episode_seeds
-from evolstm.policy import RecurrentPolicy
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.evaluation import EVAL_STREAM, episode_seeds
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.cli import main
 from tests.test_trainer import ENV_ID, reference_eval
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from rich.console import Console
 
-from evolstm import trainer
-from evolstm.cli import main
-from evolstm.compare import COMPARE_REPORT, load_comparison, run_comparison
-from evolstm.config import load_config
 from evolstm.errors import ConfigError
+from evolstm.run import trainer
+from evolstm.run.cli import main
+from evolstm.run.compare import COMPARE_REPORT, load_comparison, run_comparison
+from evolstm.run.config import load_config
 from tests.test_cli import _assert_one_line_error, _run_module
 from tests.test_trainer import ENV_ID
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evolstm import compare_report as cr
-from evolstm.cli import main
+from evolstm.run import compare_report as cr
+from evolstm.run.cli import main
 from tests.wandb_records import read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 import envs
-from evolstm.config import DEFAULT_ENV_STEPS, apply_overrides, load_config, validate_config
 from evolstm.errors import ConfigError
+from evolstm.run.config import DEFAULT_ENV_STEPS, apply_overrides, load_config, validate_config
 
 MINIMAL = {"env": {"id": "evolstm/TMaze-v0"}, "agent": {"name": "fake"}}
 

@@ -11,9 +11,9 @@ import torch
 
 from agents.es import SELECT_STREAM, CoSyNE
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 
 
 class CountEpisodeSteps(gym.Wrapper):

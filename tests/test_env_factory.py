@@ -16,8 +16,8 @@ from gymnasium.wrappers import RecordEpisodeStatistics, TimeLimit
 
 import envs
 from envs.batched import BatchedEnv
-from evolstm.env_factory import EnvFactory, resolve_env
 from evolstm.errors import ConfigError
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
 from tests.fixture_envs import CueRecallEnv
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec, RecurrentPolicy, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 CUE = resolve_env("tests.fixture_envs:CueRecallEnv", {"delay": 2})

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm import env_factory
 from evolstm.agent import AgentContext
-from evolstm.checkpoint import load_checkpoint
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty
-from evolstm.policy import PolicySpec, init_vector
-from evolstm.registry import available_agents
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.rollouts import env_factory
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.registry import available_agents
 
 
 def _faulty(**kwargs):
@@ -39,7 +39,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
     script = textwrap.dedent(
         f"""
         import pathlib, time, torch
-        from evolstm import checkpoint
+        from evolstm.run import checkpoint
         run = pathlib.Path({str(tmp_path)!r})
         checkpoint.save_checkpoint(run, 1, {{"agent": {{"w": torch.ones(3)}}, "iteration": 1}})
         real_save = torch.save

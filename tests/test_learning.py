@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from evolstm.config import apply_overrides, validate_config
-from evolstm.policy import RecurrentPolicy
-from evolstm.trainer import train
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.run.config import apply_overrides, validate_config
+from evolstm.run.trainer import train
 
 PGPE = {
     "name": "pgpe",
@@ -63,7 +63,7 @@ def test_feedforward_policy_stays_well_below_under_the_same_budget(cartpole_runs
 
 
 def test_saved_policy_reproduces_the_final_evaluation(cartpole_runs):
-    from evolstm.trainer import eval_seeds
+    from evolstm.run.trainer import eval_seeds
     from tests.test_trainer import reference_eval
 
     summary = cartpole_runs["lstm"]

@@ -8,18 +8,18 @@ import pytest
 import torch
 
 from evolstm.agent import AgentContext
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import (
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.network.obs_norm import RunningStats
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import (
     TRAIN_STREAM,
     EvaluationResult,
     PopulationEvaluator,
     _ObsSums,
     episode_seeds,
 )
-from evolstm.obs_norm import RunningStats
-from evolstm.policy import PolicySpec, init_vector
-from evolstm.registry import available_agents
-from evolstm.trainer import eval_seeds
+from evolstm.run.registry import available_agents
+from evolstm.run.trainer import eval_seeds
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 

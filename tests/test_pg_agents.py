@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from evolstm.config import apply_overrides, validate_config
-from evolstm.policy import RecurrentPolicy
-from evolstm.registry import available_agents
-from evolstm.trainer import train
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.run.config import apply_overrides, validate_config
+from evolstm.run.registry import available_agents
+from evolstm.run.trainer import train
 
 BASE = {
     "ppo": {"num_envs": 3, "n_steps": 20, "seq_len": 8, "epochs": 2, "minibatches": 2},

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evolstm.checkpoint import load_checkpoint
-from evolstm.config import apply_overrides, validate_config
 from evolstm.errors import TrainingDiverged
-from evolstm.policy import RecurrentPolicy
-from evolstm.trainer import ERROR_LOG, train
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.config import apply_overrides, validate_config
+from evolstm.run.trainer import ERROR_LOG, train
 
 # FaultyEnv: 10-step episodes (11 env steps with the NEXT_STEP reset step); from the fifth
 # episode of each slot on, step 3 pays 1e30: finite, but the value loss (1e30)^2 overflows.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from evolstm.config import load_config
-from evolstm.trainer import train
+from evolstm.run.config import load_config
+from evolstm.run.trainer import train
 
 BUDGET = 16_384
 

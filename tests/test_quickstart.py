@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evolstm.config import load_config
-from evolstm.trainer import train
+from evolstm.run.config import load_config
+from evolstm.run.trainer import train
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 TIMING = {"wall_time", "steps_per_s"}

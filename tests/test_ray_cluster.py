@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 from tests.ray_processes import RAY_CLI, ray_head, wait_until_up
 
 ray = pytest.importorskip("ray")
@@ -33,7 +33,7 @@ def own_head():
 
 
 def test_joining_a_running_cluster_gives_the_same_fitnesses(own_head):
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     factory = resolve_env("evolstm/CartPoleNoVel-v0")
     env = factory.make()

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 
 ray = pytest.importorskip("ray")
 
@@ -24,7 +24,7 @@ CUE = resolve_env("tests.fixture_envs:CueRecallEnv", {"delay": 2})
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from evolstm.ray_evaluator import connect_ray
+    from evolstm.rollouts.ray_evaluator import connect_ray
 
     started = connect_ray("local")
     yield
@@ -42,7 +42,7 @@ def _setup(factory: EnvFactory, pop: int):
 
 @pytest.mark.parametrize("factory", [CARTPOLE, CUE], ids=["native", "user-env"])
 def test_same_fitness_with_and_without_ray(local_ray, factory):
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     spec, vectors = _setup(factory, pop=7)
     seeds = episode_seeds(3, 0, 0, 4)
@@ -64,7 +64,7 @@ def _slow(tmp_path, **kwargs) -> EnvFactory:
 def test_actor_killed_while_evaluating_its_shard_is_replaced_and_the_result_unchanged(
     local_ray, tmp_path
 ):
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     busy = tmp_path / "busy"
     factory = _slow(tmp_path, busy_file=str(busy))
@@ -93,7 +93,7 @@ def test_actor_killed_while_evaluating_its_shard_is_replaced_and_the_result_unch
 
 
 def test_hung_actor_times_out_is_replaced_and_its_shard_rerun(local_ray, tmp_path):
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     hang = tmp_path / "hang"
     factory = _slow(tmp_path, hang_file=str(hang))
@@ -114,7 +114,7 @@ def test_hung_actor_times_out_is_replaced_and_its_shard_rerun(local_ray, tmp_pat
 
 def test_env_error_on_a_worker_names_the_worker_and_the_global_member(local_ray):
     from evolstm.errors import EnvError
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     factory = resolve_env("tests.fault_envs:FaultyEnv", {"mode": "raise_step", "at_step": 2})
     spec, vectors = _setup(factory, pop=4)
@@ -139,8 +139,8 @@ def _pg_rollouts_equal(a: dict, b: dict) -> None:
 
 def test_a_hung_pg_rollout_actor_is_replaced_and_its_rollout_rerun_exactly(local_ray, tmp_path):
     """The policy-gradient collectors survive a hung actor as the evaluator does."""
-    from evolstm.pg_collector import LocalCollectors, RayCollectors
-    from evolstm.pg_model import PGNetwork
+    from evolstm.network.pg_model import PGNetwork
+    from evolstm.rollouts.pg_collector import LocalCollectors, RayCollectors
 
     hang = tmp_path / "hang"
     factory = resolve_env("tests.fault_envs:SlowEnv", {"delay_s": 0.0, "hang_file": str(hang)})

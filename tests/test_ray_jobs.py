@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from evolstm.env_factory import resolve_env
-from evolstm.evaluation import PopulationEvaluator, episode_seeds
-from evolstm.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 from tests.ray_processes import RAY_CLI, processes_using, ray_head
 from tests.test_workflow import USER_MODULE
 
@@ -93,8 +93,8 @@ def test_a_training_job_submitted_through_the_jobs_api(tmp_path):
 def test_two_node_cluster_evaluates_shards_on_both_nodes():
     from ray.cluster_utils import Cluster
 
-    from evolstm.ray_evaluator import RayEvaluator
-    from evolstm.trainer import where_it_runs
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
+    from evolstm.run.trainer import where_it_runs
 
     if ray.is_initialized():
         ray.shutdown()

@@ -8,8 +8,8 @@ import json
 import subprocess
 import sys
 
-from evolstm.cli import main
-from evolstm.registry import available_agents
+from evolstm.run.cli import main
+from evolstm.run.registry import available_agents
 
 HEAVY = ("evotorch", "ray", "wandb", "sb3_contrib", "torch._dynamo", "torch._inductor")
 
@@ -28,13 +28,13 @@ def _heavy(modules: set[str]) -> list[str]:
 
 def test_listing_and_validating_agents_imports_no_optimiser_library():
     listed = _modules_after(
-        "from evolstm.cli import main\nimport contextlib, io\n"
+        "from evolstm.run.cli import main\nimport contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n    main(['agents'])"
     )
     assert "agents.es" in listed
     assert _heavy(listed) == []
     validated = _modules_after(
-        "from evolstm.config import validate_config\n"
+        "from evolstm.run.config import validate_config\n"
         "validate_config({'env': {'id': 'evolstm/CartPoleNoVel-v0'},"
         " 'agent': {'name': 'pgpe', 'popsize': 8}})"
     )

@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from evolstm.checkpoint import FORMAT, load_checkpoint
-from evolstm.cli import main
-from evolstm.policy import POLICY_FORMAT, RecurrentPolicy
+from evolstm.network.policy import POLICY_FORMAT, RecurrentPolicy
+from evolstm.run.checkpoint import FORMAT, load_checkpoint
+from evolstm.run.cli import main
 
 FAULTY = "tests.fault_envs:FaultyEnv"
 HTTP2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # what any gRPC server says first
@@ -187,7 +187,7 @@ def _no_wandb(mp: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise RuntimeError("wandb.init timed out: no network")
 
-    mp.setattr("evolstm.trainer.WandbLogger", refuse)
+    mp.setattr("evolstm.run.trainer.WandbLogger", refuse)
 
 
 def _no_auto_cluster(mp: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401
-from evolstm.cli import main
-from evolstm.evaluation import EVAL_STREAM, episode_seeds
-from evolstm.policy import RecurrentPolicy
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.evaluation import EVAL_STREAM, episode_seeds
+from evolstm.run.cli import main
 from tests.test_cli import _assert_one_line_error, _config_file
 from tests.test_trainer import reference_eval
 

@@ -13,15 +13,16 @@ import torch
 import yaml
 
 from agents.es import SEARCHER_ALLOWLIST
-from evolstm import safe_pickle
 from evolstm.agent import AgentContext
-from evolstm.checkpoint import load_checkpoint
-from evolstm.cli import main
-from evolstm.env_factory import resolve_env
 from evolstm.errors import FileFormatError
-from evolstm.evaluation import PopulationEvaluator
-from evolstm.policy import PolicySpec, RecurrentPolicy
-from evolstm.registry import available_agents
+from evolstm.network.layout import PolicySpec
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.env_factory import resolve_env
+from evolstm.rollouts.evaluation import PopulationEvaluator
+from evolstm.run import safe_pickle
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.cli import main
+from evolstm.run.registry import available_agents
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 SIX = ["cem", "cmaes", "cosyne", "pgpe", "snes", "xnes"]

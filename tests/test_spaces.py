@@ -11,7 +11,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector.utils import concatenate, create_empty_array, iterate
 
-from evolstm.spaces import ActionHead, ObservationEncoder
+from evolstm.network.spaces import ActionHead, ObservationEncoder
 
 N = 6
 

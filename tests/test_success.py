@@ -8,8 +8,8 @@ import numpy as np
 
 from envs.pole_balancing import PoleBalancingEnv, balance_steps
 from envs.tmaze import TMazeEnv
-from evolstm.config import validate_config
-from evolstm.trainer import train
+from evolstm.run.config import validate_config
+from evolstm.run.trainer import train
 
 NORTH, EAST, SOUTH = 0, 1, 2
 
@@ -91,9 +91,9 @@ def test_stop_early_gives_the_full_verdict_and_skips_the_costly_parts():
 def test_success_tests_run_once_per_policy(monkeypatch):
     import torch
 
-    from evolstm import success
-    from evolstm.env_factory import resolve_env
-    from evolstm.policy import PolicySpec, build_layout
+    from evolstm.network.layout import PolicySpec, build_layout
+    from evolstm.rollouts import success
+    from evolstm.rollouts.env_factory import resolve_env
 
     calls = []
 

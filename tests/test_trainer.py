@@ -16,13 +16,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from evolstm.checkpoint import load_checkpoint
-from evolstm.config import RunConfig, apply_overrides, load_config, validate_config
 from evolstm.errors import ConfigError
-from evolstm.evaluation import EVAL_STREAM, TRAIN_STREAM, episode_seeds
-from evolstm.loggers import ConsoleLogger, FanOutLogger, JsonlLogger
-from evolstm.policy import RecurrentPolicy
-from evolstm.trainer import train
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.evaluation import EVAL_STREAM, TRAIN_STREAM, episode_seeds
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.config import RunConfig, apply_overrides, load_config, validate_config
+from evolstm.run.loggers import ConsoleLogger, FanOutLogger, JsonlLogger
+from evolstm.run.trainer import train
 
 ENV_ID = "evolstm/CartPoleNoVel-v0"
 TIMING_KEYS = ("wall_time", "steps_per_s")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from evolstm import trainer
-from evolstm.checkpoint import load_checkpoint
-from evolstm.trainer import train
+from evolstm.run import trainer
+from evolstm.run.checkpoint import load_checkpoint
+from evolstm.run.trainer import train
 from tests.test_trainer import _config, _lines, _without_timing
 
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from evolstm.loggers import WandbLogger, wandb_run_id
-from evolstm.trainer import train
+from evolstm.run.loggers import WandbLogger, wandb_run_id
+from evolstm.run.trainer import train
 from tests.test_trainer import _config, _lines
 from tests.wandb_records import read_offline_run
 

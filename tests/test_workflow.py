@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 import evolstm
-from evolstm import registry
-from evolstm.cli import main
+from evolstm.run import registry
+from evolstm.run.cli import main
 from tests.conftest import FakeAgent
 from tests.test_cli import _assert_one_line_error, _config_file
 from tests.test_trainer import _lines, _without_timing
@@ -165,7 +165,7 @@ def test_the_console_says_where_the_run_executes(tmp_path, fake_agent, capsys):
 def test_success_on_change_tests_each_new_policy_once_and_stops_at_a_pass(
     tmp_path, fake_agent, easy_task, monkeypatch
 ):
-    from evolstm import success
+    from evolstm.rollouts import success
 
     tested: list[tuple[bytes, bool]] = []
 

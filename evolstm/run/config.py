@@ -268,7 +268,7 @@ def resolve_agent(cfg: RunConfig) -> tuple[RunConfig, type[Agent], AgentOptions]
 
     :returns: ``cfg`` with the options' defaults filled in, the agent class, its options.
     """
-    from evolstm.registry import get_agent
+    from evolstm.run.registry import get_agent
 
     agent_cls = get_agent(cfg.agent.name)
     options = agent_options(agent_cls, cfg.agent)
@@ -288,7 +288,7 @@ def validate_config(
 
     :param check_agent: look the agent up in the registry and validate (and fill in the
         defaults of) its options with the agent's ``Options`` model.
-    :param check_env: resolve ``env`` with :func:`evolstm.env_factory.resolve_env`.
+    :param check_env: resolve ``env`` with :func:`evolstm.rollouts.env_factory.resolve_env`.
     :raises ConfigError: with a one-line message.
     """
     try:
@@ -298,7 +298,7 @@ def validate_config(
     if check_agent:
         cfg = resolve_agent(cfg)[0]
     if check_env:
-        from evolstm.env_factory import resolve_env
+        from evolstm.rollouts.env_factory import resolve_env
 
         resolve_env(cfg.env.id, cfg.env.kwargs, [w.model_dump() for w in cfg.env.wrappers])
     return cfg

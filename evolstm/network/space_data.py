@@ -3,7 +3,7 @@
 A policy file describes its spaces with these dicts instead of pickled space objects, so it
 loads with ``torch.load(weights_only=True)``. Gymnasium has no such serialisation (it
 pickles spaces), hence this small codec. Only the spaces a policy accepts are encoded:
-:data:`evolstm.spaces.OBSERVATION_SPACES` and :data:`evolstm.spaces.ACTION_SPACES`.
+:data:`evolstm.network.spaces.OBSERVATION_SPACES` and :data:`evolstm.network.spaces.ACTION_SPACES`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from evolstm.spaces import ACTION_SPACES, OBSERVATION_SPACES
+from evolstm.network.spaces import ACTION_SPACES, OBSERVATION_SPACES
 
 SUPPORTED = tuple(dict.fromkeys((*OBSERVATION_SPACES, *ACTION_SPACES)))
 

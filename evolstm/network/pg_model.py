@@ -1,6 +1,6 @@
 """The policy-gradient learner's network: the ES agents' actor plus a critic, unrolled by BPTT.
 
-The actor is a :class:`~evolstm.policy.RecurrentPolicy` (the same cells and flat layout the
+The actor is a :class:`~evolstm.network.policy.RecurrentPolicy` (the same cells and flat layout the
 neuroevolution agents evolve), so ``actor.vector`` is exactly what the trainer evaluates and
 saves. The critic lives outside that vector: either a linear value head on the actor's
 recurrent features (``critic: shared``) or a second recurrent core of the same kind with a
@@ -31,15 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from evolstm import cells
-from evolstm.policy import (
-    PolicySpec,
-    RecurrentCore,
-    RecurrentPolicy,
-    State,
-    init_vector,
-    unflatten,
-)
+from evolstm.network import cells
+from evolstm.network.layout import PolicySpec, init_vector, unflatten
+from evolstm.network.policy import RecurrentCore, RecurrentPolicy, State
 
 CRITICS = ("shared", "separate")
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from evolstm import current_module_name
+
 #: Callables the unpickler may call (``REDUCE``); none of them reaches code or files.
 SAFE_CALLABLES: frozenset[str] = frozenset(
     {
@@ -147,7 +149,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python one: its opcod
         self.resolved: set[str] = set()
 
     def find_class(self, module: str, name: str) -> Any:
-        qualname = f"{module}.{name}"
+        qualname = f"{current_module_name(module)}.{name}"
         if qualname in SAFE_CALLABLES:
             self.resolved.add(qualname)
             obj = _resolve(qualname)

@@ -1,6 +1,6 @@
 """Population evaluation spread over Ray actors.
 
-Each actor owns a :class:`~evolstm.evaluation.PopulationEvaluator` (and so its own vector
+Each actor owns a :class:`~evolstm.rollouts.evaluation.PopulationEvaluator` (and so its own vector
 env) and evaluates one contiguous shard of the population batched. Member ``p`` meets the
 same episode seeds whichever shard it lands in, so fitnesses do not depend on the sharding.
 
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from evolstm.errors import ConfigError, EnvError
-from evolstm.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.rollouts.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty
 
 if TYPE_CHECKING:
-    from evolstm.env_factory import EnvFactory
+    from evolstm.rollouts.env_factory import EnvFactory
 
 MAX_SHARD_RETRIES = 3
 DEFAULT_SHARD_TIMEOUT_S = 600.0

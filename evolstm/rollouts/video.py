@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from evolstm.env_factory import EnvFactory
 from evolstm.errors import ConfigError
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.layout import PolicySpec
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.env_factory import EnvFactory
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 # A double-pole episode may last 100,000 steps: a video stops growing here.

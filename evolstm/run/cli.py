@@ -35,8 +35,8 @@ from evolstm.errors import ConfigError, EnvError, TrainingDiverged
 if TYPE_CHECKING:
     import torch
 
-    from evolstm.obs_norm import ObsNormalizer
-    from evolstm.policy import PolicySpec
+    from evolstm.network.layout import PolicySpec
+    from evolstm.network.obs_norm import ObsNormalizer
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -106,7 +106,7 @@ def _add_run_location_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from evolstm.config import load_config
+    from evolstm.run.config import load_config
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).is_file():
@@ -114,11 +114,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config is None:
         if args.resume is None:
             raise ConfigError("train needs a CONFIG.yaml, or --resume RUN_DIR (its own config)")
-        from evolstm.trainer import CONFIG_FILE, resume_dir
+        from evolstm.run.run_dir import CONFIG_FILE, resume_dir
 
         config = resume_dir(args.resume) / CONFIG_FILE
     cfg = load_config(config, overrides)
-    from evolstm.trainer import train  # after validation: config errors come fast
+    from evolstm.run.trainer import train  # after validation: config errors come fast
 
     train(cfg, resume=args.resume, ray_address=args.ray_address, runs_root=args.runs_dir)
     return 0
@@ -127,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from evolstm.compare import COMPARE_REPORT, load_comparison, run_comparison
+    from evolstm.run.compare import COMPARE_REPORT, load_comparison, run_comparison
 
     comparison = load_comparison(args.compare_file, args.overrides)
     folder = run_comparison(comparison, ray_address=args.ray_address, runs_root=args.runs_dir)
@@ -146,12 +146,13 @@ def _load_for_eval(
     policy file) its spec. A run folder's ``config.yaml`` is code the user named; a bare
     ``.pt`` file is data: it is loaded with ``weights_only=True`` and the env it records is
     built only when that imports no module (or when ``--env`` names one)."""
-    from evolstm.checkpoint import FORMAT, LATEST, find_checkpoint, load_data_file
-    from evolstm.config import read_yaml
     from evolstm.errors import FileFormatError
-    from evolstm.obs_norm import ObsNormalizer
-    from evolstm.policy import POLICY_FORMAT, RecurrentPolicy
-    from evolstm.trainer import CONFIG_FILE, POLICY_FILE
+    from evolstm.network.obs_norm import ObsNormalizer
+    from evolstm.network.policy import POLICY_FORMAT, RecurrentPolicy
+    from evolstm.run.checkpoint import FORMAT, LATEST, find_checkpoint, load_data_file
+    from evolstm.run.config import read_yaml
+    from evolstm.run.run_dir import CONFIG_FILE
+    from evolstm.run.trainer import POLICY_FILE
 
     if path.is_dir():
         config = read_yaml(path / CONFIG_FILE)
@@ -212,12 +213,12 @@ def _bare_file_env(path: Path, env: Any, env_id: str | None) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from evolstm.config import validate_config
-    from evolstm.evaluation import PopulationEvaluator
-    from evolstm.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
+    from evolstm.rollouts.evaluation import PopulationEvaluator
+    from evolstm.run.config import validate_config
+    from evolstm.run.trainer import env_factory_for, eval_seeds, evaluate_vector, policy_spec_for
 
     if args.video is not None:
-        from evolstm.video import check_video_path
+        from evolstm.rollouts.video import check_video_path
 
         check_video_path(args.video)
     data, vector, obs_norm, spec = _load_for_eval(args.path, args.env)
@@ -247,7 +248,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     finally:
         evaluator.close()
     if args.video is not None:
-        from evolstm.video import record_episodes, write_video
+        from evolstm.rollouts.video import record_episodes, write_video
 
         frames, _, fps = record_episodes(
             factory, spec, vector, obs_norm, eval_seeds(seed, episodes)
@@ -268,7 +269,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import envs
-    from evolstm.env_factory import OTHER_FORMS
+    from evolstm.rollouts.env_factory import OTHER_FORMS
 
     ids = envs.task_ids()
     width = max(len(i) for i in ids)
@@ -285,7 +286,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from evolstm.registry import available_agents, broken_agents, describe_agent
+    from evolstm.run.registry import available_agents, broken_agents, describe_agent
 
     for name, cls in available_agents().items():
         print("\n".join(describe_agent(name, cls)))

@@ -407,8 +407,8 @@ def write_outputs(
     """``compare.md``, ``compare.png`` and ``compare.csv`` in ``folder``, from the finished
     runs of ``report`` (the ``compare.json`` data: their summaries and ``metrics.jsonl``
     curves); adds each variant's ``statistics`` and the ``pairs`` to ``report``."""
-    from evolstm.checkpoint import atomic_write_text
-    from evolstm.loggers import METRICS_FILE
+    from evolstm.run.checkpoint import atomic_write_text
+    from evolstm.run.loggers import METRICS_FILE
 
     results: dict[str, list[RunResult]] = {}
     agents: dict[str, str] = {}

@@ -2,8 +2,8 @@
 
 Both backends split the learner's ``N`` env slots into collectors (one in-process; one per
 Ray actor, each with its own vector env and a copy of the network) and return one
-:data:`~evolstm.pg_rollout.Rollout` joined along the env axis. Collector ``k`` of ``K`` owns
-the slots ``np.array_split(range(N), K)[k]`` and its own sampling generator, so one Ray
+:data:`~evolstm.rollouts.pg_rollout.Rollout` joined along the env axis. Collector ``k`` of
+``K`` owns the slots ``np.array_split(range(N), K)[k]`` and its own sampling generator, so one Ray
 actor (``K = 1``) computes exactly what the in-process backend does.
 """
 
@@ -19,11 +19,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.pg_model import PGNetwork
-from evolstm.pg_rollout import Collector, Rollout, merge_rollouts
-from evolstm.policy import PolicySpec
-from evolstm.ray_evaluator import DEFAULT_SHARD_TIMEOUT_S, MAX_SHARD_RETRIES, START_TIMEOUT_S
+from evolstm.network.layout import PolicySpec
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.pg_model import PGNetwork
+from evolstm.rollouts.pg_rollout import Collector, Rollout, merge_rollouts
+from evolstm.rollouts.ray_evaluator import (
+    DEFAULT_SHARD_TIMEOUT_S,
+    MAX_SHARD_RETRIES,
+    START_TIMEOUT_S,
+)
 
 
 class LocalCollectors:
@@ -116,7 +120,7 @@ class RayCollectors:
     or right after a reset, the result is what the lost actor would have returned. After
     ``MAX_SHARD_RETRIES`` losses per actor in one call a ``RuntimeError`` names it.
 
-    :param address: where Ray runs (:func:`evolstm.ray_evaluator.connect_ray`).
+    :param address: where Ray runs (:func:`evolstm.rollouts.ray_evaluator.connect_ray`).
     :param timeout_s: seconds one call may take (``ray.shard_timeout_s``).
     """
 
@@ -134,7 +138,7 @@ class RayCollectors:
     ) -> None:
         import ray
 
-        from evolstm.ray_evaluator import connect_ray
+        from evolstm.rollouts.ray_evaluator import connect_ray
 
         self._owns_ray = connect_ray(address)
         if num_workers <= 0:

@@ -28,7 +28,7 @@ Every variant x seed config is validated before the first run starts. With ``par
 has CPUs: an embedded local Ray unless ``--ray-address`` names a cluster. Each such run
 evaluates its population in-process (its ``ray.address`` is set to null; the runs are the
 unit of parallelism) and logs no console progress. ``parallel: false`` runs them one after
-another in this process through :func:`evolstm.trainer.train`, each with its own
+another in this process through :func:`evolstm.run.trainer.train`, each with its own
 ``ray.address`` (which ``--ray-address`` then overrides).
 
 Runs go into ``runs/<name>-<timestamp>/``, which also receives ``compare.json`` (rewritten
@@ -37,9 +37,9 @@ after every run, so a crash or Ctrl-C keeps the finished runs' results): per var
 ``run_dir``, ``summary`` and ``worker`` (host, pid, start and end time), or ``error``),
 ``eval_return_mean`` (``mean``/``std`` over the finished seeds, population std),
 ``env_steps_mean``, ``wall_time_mean``, ``solved`` (count; ``null`` when the task has no
-threshold), ``finished`` and ``statistics`` (:mod:`evolstm.compare_report`); and ``pairs``
+threshold), ``finished`` and ``statistics`` (:mod:`evolstm.run.compare_report`); and ``pairs``
 (the significance tests). When every run has ended it also receives ``compare.md``,
-``compare.png`` and ``compare.csv`` (see :mod:`evolstm.compare_report`).
+``compare.png`` and ``compare.csv`` (see :mod:`evolstm.run.compare_report`).
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ from typing import Any
 
 from rich.console import Console
 
-from evolstm.checkpoint import atomic_write_text
-from evolstm.config import (
+from evolstm.errors import ConfigError
+from evolstm.run.checkpoint import atomic_write_text
+from evolstm.run.config import (
     RunConfig,
     apply_overrides,
     check_ray_address,
@@ -66,7 +67,6 @@ from evolstm.config import (
     section_for,
     validate_config,
 )
-from evolstm.errors import ConfigError
 
 COMPARE_KEYS = ("name", "base", "config", "seeds", "env_steps", "parallel", "variants")
 # Keys of the compare file that the command line may also set (`seeds=[0,1]`).
@@ -216,7 +216,7 @@ def load_comparison(path: str | Path, overrides: Sequence[str] = ()) -> Comparis
     validate every variant x seed config.
 
     :raises ConfigError: (one line) an unknown key, a missing base, a bad seed list or
-        label, or any variant's config failing :func:`evolstm.config.validate_config`.
+        label, or any variant's config failing :func:`evolstm.run.config.validate_config`.
     """
     source = Path(path)
     spec = read_yaml(source)
@@ -329,7 +329,7 @@ def train_one(cfg: RunConfig, runs_root: str, ray_address: str | None) -> dict[s
     import socket
     import time
 
-    from evolstm.trainer import SUMMARY_FILE, train
+    from evolstm.run.trainer import SUMMARY_FILE, train
 
     started = time.time()
     run_dir = train(cfg, ray_address=ray_address, runs_root=Path(runs_root))
@@ -377,7 +377,7 @@ def run_comparison(
         check_ray_address(ray_address)
     except ValueError as err:
         raise ConfigError(f"ray address {ray_address!r}: {err}") from None
-    from evolstm.trainer import new_run_dir
+    from evolstm.run.run_dir import new_run_dir
 
     console = console or Console()
     folder = new_run_dir(Path(runs_root), comparison.name)
@@ -411,8 +411,8 @@ def run_comparison(
     else:
         _run_in_turn(planned, folder, ray_address, record, console, comparison.name)
     final = report()
-    from evolstm.compare_report import comparison_table, write_outputs
-    from evolstm.trainer import env_factory_for
+    from evolstm.run.compare_report import comparison_table, write_outputs
+    from evolstm.run.trainer import env_factory_for
 
     first = next(iter(comparison.runs.values()))[0].cfg
     write_outputs(
@@ -439,7 +439,7 @@ def _say(console: Console, text: str) -> None:
 
 
 def _run_in_turn(planned, folder, ray_address, record, console, name) -> None:
-    from evolstm import trainer  # looked up at call time (tests replace trainer.train)
+    from evolstm.run import trainer  # looked up at call time (tests replace trainer.train)
 
     for done, run in enumerate(planned, start=1):
         _say(console, f"[{done}/{len(planned)}] {name}: variant {run.label}, seed {run.seed}")
@@ -454,7 +454,7 @@ def _run_in_turn(planned, folder, ray_address, record, console, name) -> None:
 
 
 def _train_here(trainer_module: Any, cfg: RunConfig, folder: Path, ray_address: str | None):
-    from evolstm.trainer import SUMMARY_FILE
+    from evolstm.run.trainer import SUMMARY_FILE
 
     run_dir = trainer_module.train(cfg, ray_address=ray_address, runs_root=folder)
     return {"run_dir": str(run_dir), "summary": json.loads((run_dir / SUMMARY_FILE).read_text())}
@@ -463,7 +463,7 @@ def _train_here(trainer_module: Any, cfg: RunConfig, folder: Path, ray_address: 
 def _run_on_ray(planned, folder, ray_address, record, console, name) -> None:
     import ray
 
-    from evolstm.ray_evaluator import connect_ray
+    from evolstm.rollouts.ray_evaluator import connect_ray
 
     owns_ray = connect_ray(ray_address)
     try:

@@ -22,9 +22,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from evolstm.evaluation import single_torch_thread
-from evolstm.obs_norm import ObsNormalizer, RunningStats
-from evolstm.pg_model import PGNetwork, sample_actions
+from evolstm.network.obs_norm import ObsNormalizer, RunningStats
+from evolstm.network.pg_model import PGNetwork, sample_actions
+from evolstm.rollouts.evaluation import single_torch_thread
 
 Rollout = dict[str, Any]
 

@@ -13,22 +13,26 @@ import copy
 import json
 import pickle
 import random
-import shutil
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from evolstm.agent import Agent, AgentContext
-from evolstm.checkpoint import (
+from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
+from evolstm.network.layout import PolicySpec, build_layout
+from evolstm.network.obs_norm import ObsNormalizer
+from evolstm.network.policy import RecurrentPolicy
+from evolstm.rollouts.env_factory import EnvFactory, resolve_env
+from evolstm.rollouts.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
+from evolstm.rollouts.success import SuccessTests
+from evolstm.run.checkpoint import (
     CHECKPOINT_DIR,
     LATEST,
     atomic_write,
@@ -38,11 +42,8 @@ from evolstm.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from evolstm.config import RunConfig, check_ray_address, resolve_agent
-from evolstm.env_factory import EnvFactory, resolve_env
-from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
-from evolstm.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
-from evolstm.loggers import (
+from evolstm.run.config import RunConfig, check_ray_address, resolve_agent
+from evolstm.run.loggers import (
     METRICS_FILE,
     ConsoleLogger,
     FanOutLogger,
@@ -50,11 +51,13 @@ from evolstm.loggers import (
     Logger,
     WandbLogger,
 )
-from evolstm.obs_norm import ObsNormalizer
-from evolstm.policy import PolicySpec, RecurrentPolicy, build_layout
-from evolstm.success import SuccessTests
+from evolstm.run.run_dir import (
+    check_resumable,
+    resume_dir,
+    writable_run_dir,
+    write_config,
+)
 
-CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 POLICY_FILE = "policy.pt"
 ERROR_LOG = "error.log"  # the traceback of an env failure (the console gets one line)
@@ -67,8 +70,6 @@ RESERVED_METRICS = frozenset({"iteration", "env_steps", "wall_time", "steps_per_
 # crash may then resume from a few iterations back.
 SNAPSHOT_FREE = 0.005
 SNAPSHOT_SHARE = 0.02
-# Sections that may change when a run is resumed; the others must match the run's own.
-RESUME_MAY_CHANGE = ("name", "budget", "eval", "checkpoint", "ray", "logging")
 
 
 @dataclass
@@ -143,7 +144,7 @@ def task_solved(
 ) -> tuple[bool | None, dict[str, Any]]:
     """The trainer's ``solved`` for the policy ``vector [D]`` and its held-out
     ``evaluation``: the task's own success test when it defines one
-    (:class:`evolstm.success.SuccessTests`, which reuses the result for an unchanged
+    (:class:`evolstm.rollouts.success.SuccessTests`, which reuses the result for an unchanged
     policy; its other numbers are returned too), else the registered ``reward_threshold`` on
     the mean evaluation return; ``None`` without either.
     """
@@ -174,53 +175,6 @@ def env_factory_for(cfg: RunConfig) -> EnvFactory:
     return factory
 
 
-def new_run_dir(runs_root: Path, name: str) -> Path:
-    """Create and return a fresh ``runs_root/<name>-<timestamp>[-k]/`` folder."""
-    stem = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
-        run_dir = runs_root / f"{stem}{suffix}"
-        try:
-            run_dir.mkdir(parents=True)
-            return run_dir
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free run folder name for {runs_root / stem}")
-
-
-def resume_dir(resume: Path) -> Path:
-    """The run folder named by ``--resume`` (a run folder or one of its checkpoints)."""
-    if resume.is_file() and resume.parent.name == CHECKPOINT_DIR:
-        return resume.parent.parent
-    if not resume.is_dir():
-        raise ConfigError(f"--resume {resume}: not a run folder")
-    return resume
-
-
-def _first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        # Keys both sides have first: a changed `agent.name` is named before the options
-        # that differ only because the agent did.
-        shared = sorted(set(old) & set(new))
-        for sub in [*shared, *sorted(set(old) ^ set(new))]:
-            found = _first_difference(old.get(sub), new.get(sub), f"{key}.{sub}" if key else sub)
-            if found is not None:
-                return found
-        return None
-    return None if old == new else (key, old, new)
-
-
-def _check_resumable(saved: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
-    current = cfg.to_yaml_dict()
-    fixed = [k for k in current if k not in RESUME_MAY_CHANGE]
-    diff = _first_difference({k: saved.get(k) for k in fixed}, {k: current[k] for k in fixed}, "")
-    if diff is not None:
-        key, was, now = diff
-        raise ConfigError(
-            f"--resume {run_dir}: the run used {key}={was!r} but the config gives {now!r}; "
-            f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume"
-        )
-
-
 def _restore(agent: Agent, checkpoint: dict[str, Any], run_dir: Path) -> None:
     """Load the agent and RNG states; a state the agent rejects (a crafted or damaged file:
     unknown classes in it, wrong shapes) is a one-line :class:`FileFormatError`."""
@@ -239,7 +193,7 @@ def _build_evaluator(
 ) -> Evaluator:
     if address is None:
         return PopulationEvaluator(factory, spec)
-    from evolstm.ray_evaluator import RayEvaluator
+    from evolstm.rollouts.ray_evaluator import RayEvaluator
 
     return RayEvaluator(
         factory, spec, num_workers=workers, address=address, shard_timeout_s=timeout
@@ -312,7 +266,7 @@ def train(
 ) -> Path:
     """Train ``cfg``'s agent until the budget is spent; return the run folder.
 
-    :param cfg: a validated config (:func:`evolstm.config.load_config`).
+    :param cfg: a validated config (:func:`evolstm.run.config.load_config`).
     :param resume: a run folder to continue from its latest checkpoint, exactly.
     :param ray_address: overrides ``ray.address`` (``"local"``, ``"auto"``, ``"ray://..."``).
     :param runs_root: where new run folders are created.
@@ -327,19 +281,19 @@ def train(
     if resume is not None:
         run_dir = resume_dir(Path(resume))
         checkpoint = load_checkpoint(run_dir, "--resume")
-        _check_resumable(checkpoint["config"], cfg, run_dir)
+        check_resumable(checkpoint["config"], cfg, run_dir)
     factory = env_factory_for(cfg)
     spec = policy_spec_for(cfg, factory)
     owns_ray = False
     if address not in (None, "local"):
-        from evolstm.ray_evaluator import connect_ray
+        from evolstm.rollouts.ray_evaluator import connect_ray
 
         owns_ray = connect_ray(address)  # fails in seconds, before any folder is made
     try:
         if checkpoint is None:
-            run_dir = _writable_run_dir(Path(runs_root), cfg)
+            run_dir = writable_run_dir(Path(runs_root), cfg)
         else:
-            _write_config(run_dir, cfg, "--resume")
+            write_config(run_dir, cfg, "--resume")
         with _env_errors_logged(run_dir):
             return _train_in(cfg, agent_cls, options, factory, spec, address, checkpoint, run_dir)
     finally:
@@ -362,32 +316,6 @@ def _env_errors_logged(run_dir: Path) -> Iterator[None]:
             log.write_text(f"{err}\n\n{err.details}{traceback.format_exc()}")
         err.args = (f"{err.args[0]}; traceback in {log}{getattr(err, 'resume_note', '')}",)
         raise
-
-
-def _write_config(run_dir: Path, cfg: RunConfig, what: str) -> None:
-    try:
-        atomic_write_text(
-            run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False)
-        )
-    except OSError as err:
-        raise ConfigError(f"{what} {run_dir}: cannot write there ({err.strerror or err})") from None
-
-
-def _writable_run_dir(runs_root: Path, cfg: RunConfig) -> Path:
-    """A new run folder with its ``config.yaml``, or a :class:`ConfigError` before training
-    when the folder cannot be created or written (read-only, full disk)."""
-    try:
-        run_dir = new_run_dir(runs_root, cfg.name)
-    except OSError as err:
-        raise ConfigError(
-            f"--runs-dir {runs_root}: cannot create a run folder there ({err.strerror or err})"
-        ) from None
-    try:
-        _write_config(run_dir, cfg, "--runs-dir")
-    except ConfigError:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return run_dir
 
 
 def _train_in(

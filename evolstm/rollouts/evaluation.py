@@ -1,7 +1,7 @@
 """Population evaluation: ``P`` parameter vectors x ``E`` episodes in lockstep on one vector env.
 
 *What* is evaluated lives here; *where* (in-process or on Ray actors) is the backend's
-business (:mod:`evolstm.ray_evaluator` wraps this class). Slot ``p * E + e`` of the vector
+business (:mod:`evolstm.rollouts.ray_evaluator` wraps this class). Slot ``p * E + e`` of the vector
 env plays episode ``e`` of member ``p`` and is reset with ``seeds[e]``, so every member
 meets the same episodes (common random numbers). Every slot runs exactly one episode from
 a fresh zero recurrent state; a finished slot stops accumulating return and steps.
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from evolstm.errors import EnvError
-from evolstm.obs_norm import ObsNormalizer, RunningStats
-from evolstm.policy import PolicySpec, PopulationPolicy, RecurrentCore
+from evolstm.network.layout import PolicySpec
+from evolstm.network.obs_norm import ObsNormalizer, RunningStats
+from evolstm.network.policy import PopulationPolicy, RecurrentCore
 
 if TYPE_CHECKING:
-    from evolstm.env_factory import EnvFactory
+    from evolstm.rollouts.env_factory import EnvFactory
 
 
 @dataclass
