@@ -18,8 +18,8 @@ import pydantic
 import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
+from evolstm.network.layout import init_vector
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import init_vector
 from evolstm.rollouts.evaluation import single_torch_thread
 from evolstm.run import safe_pickle
 

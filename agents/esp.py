@@ -6,7 +6,7 @@ IJCAI 1999; applied to LSTM by F. Gomez and J. Schmidhuber, "Co-evolving recurre
 learn deep memory POMDPs", GECCO 2005.
 
 One subpopulation per memory cell. A chromosome is everything that belongs to that cell
-(:meth:`evolstm.network.policy.ParameterLayout.unit_indices`: its weights into the cell input and
+(:meth:`evolstm.network.layout.ParameterLayout.unit_indices`: its weights into the cell input and
 every gate, its peepholes, its biases, and the readout rows reading it); the parameters no
 cell owns (the readout bias) form one more subpopulation. Each generation:
 
@@ -42,7 +42,7 @@ import pydantic
 import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.network.policy import ParameterLayout, build_layout
+from evolstm.network.layout import ParameterLayout, build_layout
 from evolstm.rollouts.evaluation import TRAIN_STREAM, episode_seeds
 
 

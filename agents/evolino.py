@@ -46,8 +46,9 @@ import torch
 from agents.esp import ESP, ESPOptions
 from evolstm.agent import AgentContext
 from evolstm.errors import ConfigError
+from evolstm.network.layout import unflatten
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import RecurrentCore, unflatten
+from evolstm.network.policy import RecurrentCore
 from evolstm.rollouts.evaluation import single_torch_thread
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from envs.cartpole import TAU
-from evolstm.network.policy import PolicySpec, build_layout, unflatten
+from evolstm.network.layout import PolicySpec, build_layout, unflatten
 
 GAINS = (1.0, 0.5, 25.0, 2.0)  # k_x, k_v, k_theta, k_omega
 INPUT_SCALES = (1.0, 3.0)  # s_x, s_theta: small enough for tanh to stay near-linear

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evolstm.network.layout import ParameterLayout, PolicySpec, build_layout, unflatten
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import ParameterLayout, PolicySpec, build_layout, unflatten
 
 GATES = "ifgo"  # evolstm's column blocks and EvoTorch's parameter suffixes, in this order
 

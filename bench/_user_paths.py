@@ -39,7 +39,7 @@ importlib.import_module("envs")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from evolstm.network.policy import PolicySpec, init_vector  # noqa: E402
+from evolstm.network.layout import PolicySpec, init_vector  # noqa: E402
 from evolstm.rollouts.env_factory import resolve_env  # noqa: E402
 from evolstm.rollouts.evaluation import TRAIN_STREAM, PopulationEvaluator, episode_seeds  # noqa: E402
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.evolino import Evolino
 from envs.sequences import mackey_glass_series
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.success import policy_fn_maker
 

@@ -37,7 +37,8 @@ importlib.import_module("envs")  # registers evolstm/CartPoleNoVel-v0 with gymna
 import torch  # noqa: E402
 
 from bench._balancing_lstm import balancing_vector  # noqa: E402
-from evolstm.network.policy import PolicySpec, PopulationPolicy  # noqa: E402
+from evolstm.network.layout import PolicySpec  # noqa: E402
+from evolstm.network.policy import PopulationPolicy  # noqa: E402
 from evolstm.rollouts import evaluation  # noqa: E402
 from evolstm.rollouts.env_factory import resolve_env  # noqa: E402
 from evolstm.rollouts.evaluation import PopulationEvaluator  # noqa: E402

@@ -88,8 +88,9 @@ from bench._user_paths import (  # noqa: E402
     wrapper_rows,
 )
 from evolstm.agent import AgentContext  # noqa: E402
+from evolstm.network.layout import PolicySpec, init_vector  # noqa: E402
 from evolstm.network.obs_norm import ObsNormalizer  # noqa: E402
-from evolstm.network.policy import PolicySpec, RecurrentPolicy, init_vector  # noqa: E402
+from evolstm.network.policy import RecurrentPolicy  # noqa: E402
 from evolstm.rollouts.env_factory import EnvFactory, resolve_env  # noqa: E402
 from evolstm.rollouts.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds  # noqa: E402
 from evolstm.run.config import load_config, resolve_agent  # noqa: E402

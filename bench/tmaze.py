@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.esp import ESP
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 from evolstm.rollouts.success import policy_fn_maker

@@ -16,8 +16,8 @@ import gymnasium as gym
 import pydantic
 import torch
 
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec
 from evolstm.rollouts.evaluation import Evaluator
 
 Family = Literal["es", "pg"]

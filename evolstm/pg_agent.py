@@ -18,9 +18,9 @@ import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
 from evolstm.errors import TrainingDiverged
+from evolstm.network.layout import init_vector
 from evolstm.network.obs_norm import ObsNormalizer, RunningStats
 from evolstm.network.pg_model import PGNetwork
-from evolstm.network.policy import init_vector
 from evolstm.rollouts.evaluation import single_torch_thread
 from evolstm.rollouts.pg_rollout import Rollout
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evolstm.agent import Agent, AgentContext, AgentOptions
-from evolstm.network.policy import init_vector
+from evolstm.network.layout import init_vector
 from evolstm.run import registry
 
 

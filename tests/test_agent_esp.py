@@ -8,7 +8,7 @@ import torch
 
 from agents.esp import ESP, assemble, credit, subpopulations
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec, build_layout
+from evolstm.network.layout import PolicySpec, build_layout
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 

@@ -9,7 +9,8 @@ import torch
 from agents.evolino import Evolino, free_run, predict, solve_readout
 from envs.sequence_env import SequenceEnv
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.layout import PolicySpec
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.success import policy_fn_maker
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import EnvFactory, resolve_env
 from evolstm.rollouts.evaluation import EVAL_STREAM, PopulationEvaluator, episode_seeds
 from evolstm.run.registry import available_agents

@@ -20,14 +20,9 @@ from gymnasium.utils import seeding
 import envs  # noqa: F401  (registers evolstm/CartPoleNoVel-v0 for gymnasium.make)
 from bench._balancing_lstm import balancing_vector
 from bench._evotorch_mapping import evotorch_network, fold_obs_norm, to_evotorch_solutions
+from evolstm.network.layout import PolicySpec, init_vector, unflatten
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import (
-    PolicySpec,
-    RecurrentCore,
-    RecurrentPolicy,
-    init_vector,
-    unflatten,
-)
+from evolstm.network.policy import RecurrentCore, RecurrentPolicy
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 

@@ -11,7 +11,7 @@ import torch
 
 from agents.es import SELECT_STREAM, CoSyNE
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 

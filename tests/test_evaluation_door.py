@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from evotorch.tools.readonlytensor import as_read_only_tensor
 
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec, RecurrentPolicy, init_vector
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds, plain_population
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from evolstm.agent import AgentContext
-from evolstm.network.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.rollouts import env_factory
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty

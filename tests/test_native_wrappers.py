@@ -12,7 +12,7 @@ from gymnasium.vector import SyncVectorEnv
 from envs.cartpole import CartPoleNoVelVectorEnv
 from envs.pendulum import PendulumNoVelVectorEnv
 from envs.wrappers import VectorFlickerObservation, VectorObservationNoise
-from evolstm.network.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.rollouts.env_factory import EnvFactory, resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 from tests.env_checks import assert_native_matches_sync

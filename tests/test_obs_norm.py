@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from evolstm.agent import AgentContext
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.network.obs_norm import RunningStats
-from evolstm.network.policy import PolicySpec, init_vector
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import (
     TRAIN_STREAM,

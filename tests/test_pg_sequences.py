@@ -14,8 +14,8 @@ import torch
 
 from agents.ppo import PPO, ppo_loss
 from evolstm.agent import AgentContext
+from evolstm.network.layout import PolicySpec
 from evolstm.network.pg_model import PGNetwork
-from evolstm.network.policy import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.pg_rollout import Collector, gae
 
@@ -191,7 +191,7 @@ def test_garbage_in_padded_and_reset_steps_changes_neither_loss_nor_gradient(fus
 def test_forget_bias_sets_the_forget_gate_of_actor_and_critic() -> None:
     """``forget_bias`` initialises exactly the forget gates: one step of torch's own LSTMCell
     (our weights mapped into it) from a zero state gives forget activation sigmoid(b)."""
-    from evolstm.network.policy import PolicySpec, init_vector, unflatten
+    from evolstm.network.layout import PolicySpec, init_vector, unflatten
 
     space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     spec = PolicySpec(space, gym.spaces.Discrete(2), hidden=5)

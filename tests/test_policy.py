@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.network.policy import (
-    PolicySpec,
-    PopulationPolicy,
-    RecurrentCore,
-    RecurrentPolicy,
-    build_layout,
-    init_vector,
-)
+from evolstm.network.layout import PolicySpec, build_layout, init_vector
+from evolstm.network.policy import PopulationPolicy, RecurrentCore, RecurrentPolicy
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 SPACES = {

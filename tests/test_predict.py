@@ -9,7 +9,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from evolstm.network.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.layout import PolicySpec
+from evolstm.network.policy import RecurrentPolicy
 from tests.test_policy import _batch
 from tests.test_spaces import OBSERVATION_SPACES
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.network.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 from tests.ray_processes import RAY_CLI, ray_head, wait_until_up

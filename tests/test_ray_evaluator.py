@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from evolstm.network.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.rollouts.env_factory import EnvFactory, resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 

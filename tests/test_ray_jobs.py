@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from evolstm.network.policy import PolicySpec, init_vector
+from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator, episode_seeds
 from tests.ray_processes import RAY_CLI, processes_using, ray_head

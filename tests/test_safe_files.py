@@ -15,7 +15,8 @@ import yaml
 from agents.es import SEARCHER_ALLOWLIST
 from evolstm.agent import AgentContext
 from evolstm.errors import FileFormatError
-from evolstm.network.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.layout import PolicySpec
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 from evolstm.run import safe_pickle

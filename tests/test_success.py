@@ -91,7 +91,7 @@ def test_stop_early_gives_the_full_verdict_and_skips_the_costly_parts():
 def test_success_tests_run_once_per_policy(monkeypatch):
     import torch
 
-    from evolstm.network.policy import PolicySpec, build_layout
+    from evolstm.network.layout import PolicySpec, build_layout
     from evolstm.rollouts import success
     from evolstm.rollouts.env_factory import resolve_env
 

@@ -32,14 +32,8 @@ import torch
 from torch import nn
 
 from evolstm.network import cells
-from evolstm.network.policy import (
-    PolicySpec,
-    RecurrentCore,
-    RecurrentPolicy,
-    State,
-    init_vector,
-    unflatten,
-)
+from evolstm.network.layout import PolicySpec, init_vector, unflatten
+from evolstm.network.policy import RecurrentCore, RecurrentPolicy, State
 
 CRITICS = ("shared", "separate")
 

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from evolstm.errors import EnvError
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer, RunningStats
-from evolstm.network.policy import PolicySpec, PopulationPolicy, RecurrentCore
+from evolstm.network.policy import PopulationPolicy, RecurrentCore
 
 if TYPE_CHECKING:
     from evolstm.rollouts.env_factory import EnvFactory

@@ -19,9 +19,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
 from evolstm.network.pg_model import PGNetwork
-from evolstm.network.policy import PolicySpec
 from evolstm.rollouts.pg_rollout import Collector, Rollout, merge_rollouts
 from evolstm.rollouts.ray_evaluator import (
     DEFAULT_SHARD_TIMEOUT_S,

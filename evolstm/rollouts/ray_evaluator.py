@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from evolstm.errors import ConfigError, EnvError
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec
 from evolstm.rollouts.evaluation import EvaluationResult, PopulationEvaluator, apply_nan_penalty
 
 if TYPE_CHECKING:

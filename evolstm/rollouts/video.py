@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from evolstm.errors import ConfigError
+from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec, RecurrentPolicy
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.env_factory import EnvFactory
 
 VIDEO_SUFFIXES = (".gif", ".mp4")

@@ -35,8 +35,8 @@ from evolstm.errors import ConfigError, EnvError, TrainingDiverged
 if TYPE_CHECKING:
     import torch
 
+    from evolstm.network.layout import PolicySpec
     from evolstm.network.obs_norm import ObsNormalizer
-    from evolstm.network.policy import PolicySpec
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_FAILED = 1

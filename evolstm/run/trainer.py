@@ -26,8 +26,9 @@ import torch
 
 from evolstm.agent import Agent, AgentContext
 from evolstm.errors import ConfigError, EnvError, FileFormatError, TrainingDiverged
+from evolstm.network.layout import PolicySpec, build_layout
 from evolstm.network.obs_norm import ObsNormalizer
-from evolstm.network.policy import PolicySpec, RecurrentPolicy, build_layout
+from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.env_factory import EnvFactory, resolve_env
 from evolstm.rollouts.evaluation import EVAL_STREAM, Evaluator, PopulationEvaluator, episode_seeds
 from evolstm.rollouts.success import SuccessTests
