@@ -49,7 +49,7 @@ from evolstm.rollouts.success import policy_fn_maker
 CELLS = {2: 10, 3: 15, 4: 20, 5: 30}  # memory cells for k sines
 TASKS = {
     **{f"sines{k}": ("evolstm/Sines-v0", {"num_sines": k}, "lstm", CELLS[k]) for k in CELLS},
-    "mackey_glass": ("evolstm/MackeyGlass-v0", {"metric": "nrmse"}, "lstm", 20),
+    "mackey_glass": ("evolstm/MackeyGlass-v0", {"metric": "nrmse"}, "lstm", 40),
     "anbncn": ("evolstm/AnBnCn-v0", {}, "peephole", 6),
 }
 PAPER = {

@@ -8,13 +8,14 @@ LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize w
 gamma 0.98 as RL Zoo passes it), and ``configs/cartpole_nv_ppo.yaml`` on the evolstm side
 (the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``).
 
-Both sides are evaluated the same way every ``--eval-every`` env steps: ``--episodes``
-deterministic episodes on the held-out seeds of the run seed (one fixed set), the recurrent
-state reset at each episode start. Evaluation time is excluded from both clocks; the
-clocks count training only (collection + updates). Each side stops at its first evaluation
-mean >= 475 (or at ``--max-steps``). Printed: env steps and training seconds to that point
-for each side, and evolstm / sb3 as ratios. One torch thread on both sides (measured faster
-for both on this 2-core machine).
+Both sides are evaluated the same way: after the first update at which the env steps reach
+each multiple of ``--eval-every`` (sb3's callback waits for the update of the rollout in
+progress, as evolstm's loop does), ``--episodes`` deterministic episodes on the held-out
+seeds of the run seed (one fixed set), the recurrent state reset at each episode start.
+Evaluation time is excluded from both clocks; the clocks count training only (collection +
+updates). Each side stops at its first evaluation mean >= 475 (or at ``--max-steps``).
+Printed: env steps and training seconds to that point for each side, and evolstm / sb3 as
+ratios. One torch thread on both sides (measured faster for both on this 2-core machine).
 
     python bench/pg.py                 # both sides, seed 0
     python bench/pg.py --seeds 0 1 2   # several seeds, one line each, then medians
@@ -149,22 +150,35 @@ def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
     result = {"side": "sb3", "seed": seed, "solved_steps": None, "solved_s": None}
 
     class Stop(BaseCallback):
+        """Evaluates after an update, as the evolstm side does: at the start of the rollout
+        that follows it (``on_rollout_start``) and at the end of training; ``_on_step`` then
+        ends ``learn`` once an evaluation passed."""
+
         def __init__(self) -> None:
             super().__init__()
             self.next_eval, self.eval_s, self.t0 = eval_every, 0.0, time.perf_counter()
+            self.solved = False
 
-        def _on_step(self) -> bool:
-            if self.num_timesteps < self.next_eval:
-                return True
+        def _check(self) -> None:
+            if self.solved or self.num_timesteps < self.next_eval:
+                return
             self.next_eval += eval_every
             e0 = time.perf_counter()
+            train_s = e0 - self.t0 - self.eval_s  # training only, up to this evaluation
             mean = _sb3_eval(self.model, venv, seeds)
             self.eval_s += time.perf_counter() - e0
             if mean >= THRESHOLD:
-                train_s = time.perf_counter() - self.t0 - self.eval_s
                 result.update(solved_steps=self.num_timesteps, solved_s=train_s, eval=mean)
-                return False
-            return True
+                self.solved = True
+
+        def _on_rollout_start(self) -> None:
+            self._check()
+
+        def _on_training_end(self) -> None:
+            self._check()
+
+        def _on_step(self) -> bool:
+            return not self.solved
 
     cb = Stop()
     model.learn(total_timesteps=max_steps, callback=cb)

@@ -154,7 +154,12 @@ class SequenceEnv(gym.Env):
         return mse if self.metric == "mse" else float(np.sqrt(mse) / self.series_std)
 
     def success_test(self, make_policy_fn: Callable[[], Any]) -> dict[str, Any]:
-        """The task's own "solved" (see :mod:`evolstm.rollouts.success`) with the test errors."""
+        """The task's own "solved" (see :mod:`evolstm.rollouts.success`) with the test errors.
+
+        Time series: ``test_mse`` and ``test_nrmse`` over the free-running test steps and,
+        when there are at least 84, ``test_nrmse84``: the error at the 84th free-running
+        step of this ONE window over the series' standard deviation. The standard NRMSE84
+        (Jaeger & Haas 2004) pools that error over many windows: ``bench/evolino.py``."""
         if self.language:
             return self._language_test(make_policy_fn())
         predictions = free_run(make_policy_fn(), self.dataset)
