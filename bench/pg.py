@@ -53,7 +53,12 @@ CONFIG = _bench_dir.parent / "configs" / "cartpole_nv_ppo.yaml"
 
 
 def run_evolstm(
-    seed: int, eval_every: int, episodes: int, max_steps: int, overrides: list[str]
+    seed: int,
+    eval_every: int,
+    episodes: int,
+    max_steps: int,
+    overrides: list[str],
+    curve: bool = False,
 ) -> dict:
     """evolstm PPO driven directly (no trainer), evaluated by the trainer's evaluator."""
     from evolstm.agent import AgentContext
@@ -89,6 +94,8 @@ def run_evolstm(
                 agent.policy_vector()[None], seeds, obs_norm=agent.obs_normalizer()
             )
             mean = float(res.returns.mean())
+            if curve:
+                print(f"         evolstm eval at {steps} steps: {mean:.1f}", flush=True)
             if mean >= THRESHOLD:
                 result.update(solved_steps=steps, solved_s=train_s, eval=mean)
                 break
@@ -211,6 +218,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--curve", action="store_true", help="print every evolstm evaluation")
     parser.add_argument(
         "--set", nargs="*", default=[], help="overrides of the evolstm config (agent.critic=shared)"
     )
@@ -219,7 +227,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread; eval every {args.eval_every} steps")
     ratios = []
     for seed in args.seeds:
-        ours = run_evolstm(seed, args.eval_every, args.episodes, args.max_steps, args.set)
+        ours = run_evolstm(
+            seed, args.eval_every, args.episodes, args.max_steps, args.set, args.curve
+        )
         print(_fmt(ours), flush=True)
         total = ours["time_rollout"] + ours["time_forward"]
         total += ours["time_backward"] + ours["time_optimizer"]
