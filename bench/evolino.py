@@ -92,7 +92,13 @@ def jaeger_windows(dataset, windows: int = 50, spacing: int = 100) -> np.ndarray
 def mackey_glass_like(dataset, length: int) -> np.ndarray:
     """The dataset's Mackey-Glass series (same tau, history, step, squash) to ``length``."""
     meta = dataset.metadata
-    series = mackey_glass_series(length, meta["tau"], meta["history"], round(1 / meta["dt"]))
+    series = mackey_glass_series(
+        length,
+        meta["tau"],
+        meta["history"],
+        round(1 / meta["dt"]),
+        meta.get("integrator", "rk4"),
+    )
     return np.tanh(series - 1.0) if meta["squash"] else series
 
 
