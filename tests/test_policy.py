@@ -174,3 +174,15 @@ def test_readout_hidden_layers_equal_an_nn_sequential_and_the_population_form(tm
     assert loaded.spec == spec and torch.equal(loaded.to_vector(), policy.to_vector())
     with pytest.raises(ValueError, match="readout_hidden"):
         PolicySpec(obs, act, readout_hidden=[0])
+
+
+def test_frozen_actor_keeps_the_parameters_it_was_made_with():
+    spec = _spec("box-discrete")
+    policy = RecurrentPolicy(spec, seed=3)
+    obs = _obs_batch(spec.observation_space, 64, seed=1)
+    frozen = policy.frozen_actor()
+    before, _ = policy.act(obs, policy.init_state(64))
+    policy.from_vector(RecurrentPolicy(spec, seed=4).to_vector())
+    after, _ = policy.act(obs, policy.init_state(64))
+    assert not np.array_equal(before, after)  # the new parameters act differently
+    np.testing.assert_array_equal(frozen(obs, policy.init_state(64))[0], before)

@@ -170,14 +170,22 @@ def _spec(cell: str = "lstm") -> PolicySpec:
     return PolicySpec(env.observation_space, env.action_space, cell=cell, hidden=4)
 
 
+def _general_act(policy: RecurrentPolicy, obs, state, start):
+    """Deterministic actions through the training path (``step``: parameters regrouped every
+    call, resets inside ``RecurrentCore.features``), not the prepared path under test."""
+    with torch.no_grad():
+        out, state = policy.step(obs, state, start)
+        return policy.head.to_env(policy.head.deterministic(out)), state
+
+
 def _reference_balance_steps(spec: PolicySpec, vector: torch.Tensor, steps: int) -> int:
-    """The general path: a one-slot vector env and RecurrentPolicy.act."""
+    """The general path: a one-slot vector env and the training path's actions."""
     policy = RecurrentPolicy(spec, vector=vector)
     env = PoleBalancingVectorEnv(1, poles=2, velocities=False, max_steps=steps)
     obs, _ = env.reset(seed=0)
     state, start = policy.init_state(1), np.ones(1, dtype=bool)
     for t in range(steps):
-        action, state = policy.act(obs, state, start)
+        action, state = _general_act(policy, obs, state, start)
         obs, _, terminated, _, _ = env.step(action)
         start[:] = False
         if terminated[0]:
@@ -208,7 +216,7 @@ def test_balance_steps_equals_the_vector_env_with_the_general_policy():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
-def test_policy_fn_equals_recurrent_policy_act_with_resets_and_normaliser(cell):
+def test_policy_fn_and_act_equal_the_training_path_with_resets_and_normaliser(cell):
     spec = _spec(cell)
     vector = init_vector(spec, torch.Generator().manual_seed(3))
     norm = ObsNormalizer(torch.tensor([0.1, -0.2, 0.3]), torch.tensor([0.5, 2.0, 1.5]))
@@ -219,5 +227,9 @@ def test_policy_fn_equals_recurrent_policy_act_with_resets_and_normaliser(cell):
     for t in range(60):
         obs = rng.uniform(-1, 1, (5, 3)).astype(np.float32)
         start = rng.random(5) < 0.1 if t else np.ones(5, dtype=bool)
-        expected, state = policy.act(obs, state, start)
+        acted, acted_state = policy.act(obs, state, start)
+        expected, state = _general_act(policy, obs, state, start)
         assert np.array_equal(act(obs, start), expected)
+        assert np.array_equal(acted, expected)
+        for mine, reference in zip(acted_state, state, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(mine, reference, strict=True))

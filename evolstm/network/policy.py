@@ -15,7 +15,7 @@ The spec, the layout and the fresh vector are :mod:`evolstm.network.layout`'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,9 +247,29 @@ class RecurrentPolicy(nn.Module):
         self, obs: Any, state: State, episode_start: torch.Tensor | np.ndarray | None = None
     ) -> tuple[np.ndarray, State]:
         """Deterministic actions for ``B`` envs, in the env's format, and the new state."""
+        return self.frozen_actor()(obs, state, episode_start)
+
+    def frozen_actor(self) -> Callable[..., tuple[np.ndarray, State]]:
+        """:meth:`act` on the parameters as they are now, grouped once (``core.prepare``)
+        instead of at every call: for long stepping loops such as a 100,000-step success
+        test. The returned ``act(obs, state, episode_start=None)`` gives the same bits as
+        :meth:`act`; it does not see later changes to the parameters.
+        """
+        core, head, space = self.core, self.head, self.spec.observation_space
         with torch.no_grad():
-            out, state = self.step(obs, state, episode_start)
-            return self.head.to_env(self.head.deterministic(out)), state
+            prepared = core.prepare(unflatten(self.layout, self.vector.detach().clone()))
+
+        def act(
+            obs: Any, state: State, episode_start: torch.Tensor | np.ndarray | None = None
+        ) -> tuple[np.ndarray, State]:
+            with torch.no_grad():
+                x = core.encode(obs, (_space_batch_len(space, obs),), self.obs_norm)
+                if episode_start is not None and self.spec.memory:
+                    state = cells.reset_state(state, torch.as_tensor(episode_start, dtype=bool))
+                out, state = core.step_prepared(prepared, x, state)
+                return head.to_env(head.deterministic(out)), state
+
+        return act
 
     def predict(
         self,

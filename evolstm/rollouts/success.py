@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from evolstm.network import cells
 from evolstm.network.layout import PolicySpec
 from evolstm.network.obs_norm import ObsNormalizer
 from evolstm.network.policy import RecurrentPolicy, State
@@ -43,11 +42,7 @@ def policy_fn_maker(
 
     def make() -> PolicyFn:
         policy = RecurrentPolicy(spec, vector=vector, obs_norm=obs_norm)
-        core, head = policy.core, policy.head
-        # RecurrentPolicy.act's operations on its parameters grouped once (core.prepare)
-        # rather than regrouped every step: a success test runs up to 100,000 single steps,
-        # and the results are bit-identical (tests/test_success_fast.py).
-        prepared = core.prepare(policy.params())
+        step = policy.frozen_actor()
         state: State | None = None
 
         def act(obs: Any, episode_start: np.ndarray) -> np.ndarray:
@@ -55,12 +50,8 @@ def policy_fn_maker(
             starts = np.asarray(episode_start, dtype=bool)
             if state is None:
                 state = policy.init_state(len(starts))
-            with torch.no_grad():
-                x = core.encode(obs, (len(starts),), obs_norm)
-                if starts.any():
-                    state = cells.reset_state(state, torch.as_tensor(starts))
-                out, state = core.step_prepared(prepared, x, state)
-                return head.to_env(head.deterministic(out))
+            action, state = step(obs, state, starts if starts.any() else None)
+            return action
 
         return act
 
