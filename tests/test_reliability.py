@@ -187,7 +187,7 @@ def _no_wandb(mp: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise RuntimeError("wandb.init timed out: no network")
 
-    mp.setattr("evolstm.run.trainer.WandbLogger", refuse)
+    mp.setattr("evolstm.run.loggers.WandbLogger", refuse)
 
 
 def _no_auto_cluster(mp: pytest.MonkeyPatch) -> None:

@@ -15,10 +15,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
+
+if TYPE_CHECKING:
+    from evolstm.run.config import RunConfig
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -387,3 +390,48 @@ class FanOutLogger:
                 errors.append(err)
         if errors:
             raise errors[0]
+
+
+def run_loggers(
+    cfg: RunConfig, run_dir: Path, keep_up_to: int | None
+) -> tuple[FanOutLogger, ConsoleLogger | None]:
+    """What a run logs to, per its ``logging:`` section: the console's progress (also
+    returned on its own), ``metrics.jsonl`` in ``run_dir`` (lines past ``keep_up_to``
+    iterations are dropped on resume) and W&B; a W&B that cannot start is a warning."""
+    loggers: list[Logger] = []
+    console = None
+    try:
+        if cfg.logging.console:
+            console = ConsoleLogger(
+                total_iterations=cfg.budget.iterations,
+                total_env_steps=cfg.budget.env_steps,
+                total_seconds=cfg.budget.seconds,
+                every=cfg.eval.every,
+            )
+            loggers.append(console)
+        loggers.append(JsonlLogger(run_dir / METRICS_FILE, keep_up_to=keep_up_to))
+        wandb_cfg = cfg.logging.wandb
+        if wandb_cfg.mode != "disabled":
+            try:
+                wandb_logger = WandbLogger(
+                    run_dir,
+                    cfg.to_yaml_dict(),
+                    mode=wandb_cfg.mode,
+                    project=wandb_cfg.project,
+                    group=wandb_cfg.group,
+                    job_type=cfg.agent.name,
+                    init_timeout=wandb_cfg.init_timeout,
+                )
+            except Exception as err:  # W&B is a view on the run, never a reason to stop it
+                first = (str(err).strip().splitlines() or [""])[0][:160]
+                print(
+                    f"warning: W&B unavailable ({type(err).__name__}: {first}); the run goes on "
+                    f"without it (metrics in {run_dir / METRICS_FILE})",
+                    file=sys.stderr,
+                )
+            else:
+                loggers.append(wandb_logger)
+    except BaseException:
+        FanOutLogger(loggers).close()
+        raise
+    return FanOutLogger(loggers), console

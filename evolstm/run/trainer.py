@@ -43,14 +43,7 @@ from evolstm.run.checkpoint import (
     save_checkpoint,
 )
 from evolstm.run.config import RunConfig, check_ray_address, resolve_agent
-from evolstm.run.loggers import (
-    METRICS_FILE,
-    ConsoleLogger,
-    FanOutLogger,
-    JsonlLogger,
-    Logger,
-    WandbLogger,
-)
+from evolstm.run.loggers import Logger, run_loggers
 from evolstm.run.run_dir import (
     check_resumable,
     resume_dir,
@@ -200,48 +193,6 @@ def _build_evaluator(
     )
 
 
-def _build_loggers(
-    cfg: RunConfig, run_dir: Path, keep_up_to: int | None
-) -> tuple[FanOutLogger, ConsoleLogger | None]:
-    loggers: list[Logger] = []
-    console = None
-    try:
-        if cfg.logging.console:
-            console = ConsoleLogger(
-                total_iterations=cfg.budget.iterations,
-                total_env_steps=cfg.budget.env_steps,
-                total_seconds=cfg.budget.seconds,
-                every=cfg.eval.every,
-            )
-            loggers.append(console)
-        loggers.append(JsonlLogger(run_dir / METRICS_FILE, keep_up_to=keep_up_to))
-        wandb_cfg = cfg.logging.wandb
-        if wandb_cfg.mode != "disabled":
-            try:
-                wandb_logger = WandbLogger(
-                    run_dir,
-                    cfg.to_yaml_dict(),
-                    mode=wandb_cfg.mode,
-                    project=wandb_cfg.project,
-                    group=wandb_cfg.group,
-                    job_type=cfg.agent.name,
-                    init_timeout=wandb_cfg.init_timeout,
-                )
-            except Exception as err:  # W&B is a view on the run, never a reason to stop it
-                first = (str(err).strip().splitlines() or [""])[0][:160]
-                print(
-                    f"warning: W&B unavailable ({type(err).__name__}: {first}); the run goes on "
-                    f"without it (metrics in {run_dir / METRICS_FILE})",
-                    file=sys.stderr,
-                )
-            else:
-                loggers.append(wandb_logger)
-    except BaseException:
-        FanOutLogger(loggers).close()
-        raise
-    return FanOutLogger(loggers), console
-
-
 def _payload(agent: Agent, cfg: RunConfig, progress: RunProgress) -> dict[str, Any]:
     obs_norm = agent.obs_normalizer()
     return {
@@ -360,7 +311,7 @@ def _train_in(
                 wall_time=float(checkpoint["wall_time"]),
                 eval_history=list(checkpoint["eval_history"]),
             )
-        loggers, console = _build_loggers(
+        loggers, console = run_loggers(
             cfg, run_dir, progress.iteration if checkpoint is not None else None
         )
         closers.append(loggers)
