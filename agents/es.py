@@ -1,10 +1,10 @@
 """EvoTorch's search algorithms over the flat LSTM parameters.
 
 PGPE (Sehnke et al. 2010, https://doi.org/10.1016/j.neunet.2009.12.004), CMA-ES (Hansen &
-Ostermeier 2001), SNES (Schaul et al. 2011), XNES (Glasmachers et al. 2010), CEM
-(Rubinstein 1999) and CoSyNE (Gomez, Schmidhuber & Miikkulainen, JMLR 2008) come from
-EvoTorch; evolstm supplies the fitness: an EvoTorch ``Problem`` whose batch evaluation
-hands the whole population ``[P, D]`` to the evolstm evaluator (batched, optionally on Ray)
+Ostermeier 2001), SNES (Schaul et al. 2011), XNES (Glasmachers et al. 2010) and CEM
+(Rubinstein 1999) come from EvoTorch (CoSyNE is evolstm's own: :mod:`agents.cosyne` says
+why); evolstm supplies the fitness: an EvoTorch ``Problem`` whose batch evaluation hands
+the whole population ``[P, D]`` to the evolstm evaluator (batched, optionally on Ray)
 instead of GymNE's one-solution-at-a-time loop. Every member of a generation meets the
 same episode seeds; the seeds move on each generation. Fitness is maximised.
 """
@@ -47,7 +47,7 @@ class ESOptions(AgentOptions):
 
 
 # Every class (and bound method) an EvoTorch searcher's state refers to, found by pickling
-# all six searchers after a few generations: the allowlist of evolstm.run.safe_pickle.loads, so
+# all five searchers after a few generations: the allowlist of evolstm.run.safe_pickle.loads, so
 # a checkpoint can name nothing else. tests/test_safe_files.py checks it is exactly this set.
 SEARCHER_ALLOWLIST = frozenset(
     {
@@ -59,7 +59,6 @@ SEARCHER_ALLOWLIST = frozenset(
         "evotorch.algorithms.distributed.gaussian.PGPE",
         "evotorch.algorithms.distributed.gaussian.SNES",
         "evotorch.algorithms.distributed.gaussian.XNES",
-        "evotorch.algorithms.ga.Cosyne",
         "evotorch.algorithms.searchalgorithm.LazyReporter._missing_status_producer",
         "evotorch.algorithms.searchalgorithm.SinglePopulationAlgorithmMixin.ObjectiveStatusReporter",
         "evotorch.core.Solution",
@@ -68,9 +67,6 @@ SEARCHER_ALLOWLIST = frozenset(
         "evotorch.distributions.ExpSeparableGaussian",
         "evotorch.distributions.SeparableGaussian",
         "evotorch.distributions.SymmetricSeparableGaussian",
-        "evotorch.operators.real.CosynePermutation",
-        "evotorch.operators.real.GaussianMutation",
-        "evotorch.operators.real.OnePointCrossOver",
         "evotorch.optimizers.Adam",
         "evotorch.tools.hook.Hook",
         "torch.optim.adam.Adam",
@@ -333,102 +329,3 @@ class CEM(EvoTorchAgent):
             stdev_max_change=o.stdev_max_change,
             center_init=center,
         )
-
-
-class CoSyNEOptions(ESOptions):
-    popsize: int = pydantic.Field(
-        64,
-        ge=4,
-        description=(
-            "members kept from one generation to the next (P); each generation evaluates "
-            "int(P * elitism_ratio) elites again + 2 * (P // 4) children + P permuted members "
-            "(the first also its P initial members): popsize 8 evaluates 12 a generation"
-        ),
-    )
-    tournament_size: int = pydantic.Field(
-        4, ge=2, description="members per tournament when choosing parents"
-    )
-    mutation_probability: float | None = pydantic.Field(
-        0.3, gt=0, le=1, description="chance that one weight of a child mutates (None: all)"
-    )
-    elitism_ratio: float | None = pydantic.Field(
-        0.1, ge=0, lt=1, description="fraction of the best members kept unchanged"
-    )
-    permute_all: bool = pydantic.Field(
-        False, description="permute every weight column (not only the lower-ranked rows)"
-    )
-    select_top: int = pydantic.Field(
-        3,
-        ge=0,
-        description=(
-            "candidates of each generation (best training fitness first) that challenge the "
-            "saved policy on select_episodes fresh episodes (0: save the best single "
-            "training fitness, which favours lucky episodes)"
-        ),
-    )
-    select_episodes: int = pydantic.Field(
-        8, ge=1, description="fresh training-stream episodes of each selection round"
-    )
-
-
-# Episode seeds of CoSyNE's selection rounds: a stream of their own, apart from the
-# generations' (evolstm.rollouts.evaluation.TRAIN_STREAM) and the trainer's held-out evaluation.
-SELECT_STREAM = 2
-
-
-class CoSyNE(EvoTorchAgent):
-    """Cooperative synapse neuroevolution (EvoTorch ``Cosyne``): per-weight subpopulations
-    permuted across members. ``stdev_init`` is the Gaussian mutation stdev. The first
-    population is drawn uniformly within the initial weights' range.
-
-    ``popsize`` is the number of members that survive each generation; the number evaluated
-    differs (see the option). Every evaluation's env steps are counted, the first
-    generation's two included. ``members_evaluated`` reports how many were evaluated.
-
-    CoSyNE has no distribution centre, so the saved policy must be one member. The best
-    single training fitness is a poor choice: it rewards a member that met easy episodes
-    (measured: training fitness 500, held-out 293). Instead, each generation holds a
-    selection round: the ``select_top`` best members of the generation (by training fitness)
-    and the current champion play the same ``select_episodes`` fresh episodes, drawn from a
-    stream of their own (never the trainer's held-out seeds), and the best mean return there
-    becomes (or stays) the champion, ties keeping the champion. A lucky champion is thus
-    re-tested every generation and loses to a member that is better on new episodes. These
-    episodes count in ``env_steps``; ``champion_score`` reports the winner's mean return.
-    """
-
-    Options = CoSyNEOptions
-
-    def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
-        from evotorch.algorithms import Cosyne as EvoCosyne
-
-        o: CoSyNEOptions = self.options  # type: ignore[assignment]
-        return EvoCosyne(
-            problem,
-            popsize=o.popsize,
-            tournament_size=o.tournament_size,
-            mutation_stdev=o.stdev_init,
-            mutation_probability=o.mutation_probability,
-            elitism_ratio=o.elitism_ratio,
-            permute_all=o.permute_all,
-        )
-
-    def update_best(self, values: torch.Tensor, fitness: np.ndarray) -> dict[str, float]:
-        o: CoSyNEOptions = self.options  # type: ignore[assignment]
-        if o.select_top == 0:
-            return super().update_best(values, fitness)
-        from evolstm.rollouts.evaluation import episode_seeds
-
-        top = np.argsort(-fitness, kind="stable")[: o.select_top]
-        candidates = [values[int(i)] for i in top]
-        if np.isfinite(self.best_fitness):  # a champion exists: it defends its place first
-            candidates.insert(0, self.best_vector)
-        generation = self.problem.generation  # moves on every generation: fresh episodes
-        seeds = episode_seeds(self.ctx.seed, SELECT_STREAM, generation, o.select_episodes)
-        result = self.ctx.evaluator.evaluate(
-            torch.stack(candidates), seeds, obs_norm=self.obs_normalizer()
-        )
-        scores = result.mean_returns
-        winner = int(np.argmax(scores))  # the first of equal scores: the champion
-        self.best_vector = candidates[winner].clone()
-        self.best_fitness = float(scores[winner])
-        return {"env_steps": float(result.env_steps), "champion_score": self.best_fitness}

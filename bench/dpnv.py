@@ -136,7 +136,11 @@ BALANCED = {"standard": 1000.0, "damping": 0.1}  # the fitness of a 1,000-step b
 def generation_best(agent) -> tuple[torch.Tensor, float]:
     """The best network of the generation just evaluated and its training fitness (Gomez et
     al. test each generation's best). ESP's best-so-far is that network whenever it ties or
-    beats the record (``newest_best``); an EvoTorch agent's comes from its last population."""
+    beats the record (``newest_best``); CoSyNE keeps it (``generation_best``); an EvoTorch
+    agent's comes from its last population."""
+    if hasattr(agent, "generation_best"):
+        vector, fitness = agent.generation_best
+        return vector.clone(), float(fitness)
     if hasattr(agent, "problem"):
         fitness = agent.problem.last_result.mean_returns
         best = int(np.argmax(fitness))

@@ -25,7 +25,7 @@ from evolstm.run.cli import main
 from evolstm.run.registry import available_agents
 
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
-SIX = ["cem", "cmaes", "cosyne", "pgpe", "snes", "xnes"]
+SIX = ["cem", "cmaes", "pgpe", "snes", "xnes"]  # the EvoTorch searchers (CoSyNE is own)
 
 
 class Payload:
