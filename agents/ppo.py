@@ -42,6 +42,12 @@ class PPOOptions(PGOptions):
     target_kl: float | None = pydantic.Field(
         None, gt=0, description="stop an iteration's epochs once the mean KL passes this"
     )
+    random_cut: bool = pydantic.Field(
+        False,
+        description="each epoch, cut one sequence in two at a random step (the second part "
+        "starts from the recurrent state stored there at collection), as sb3-contrib's "
+        "RecurrentRolloutBuffer does by rotating its buffer; keeps the state at every step",
+    )
     reward_norm: bool = pydantic.Field(
         False,
         description="divide rewards by the running std of each slot's discounted return "
@@ -57,6 +63,35 @@ def to_sequences(t: torch.Tensor, L: int) -> torch.Tensor:
     S = math.ceil(T / L)
     t = pad_time(t, S * L)
     return t.reshape(S, L, N, *t.shape[2:]).transpose(0, 1).reshape(L, S * N, *t.shape[2:])
+
+
+def cut_sequence(
+    data: dict[str, Any], column: int, offset: int, state: list[torch.Tensor]
+) -> dict[str, Any]:
+    """``data`` (sequences ``[L, C, ...]`` and ``"states"``, per tensor ``[C, ...]``) with
+    sequence ``column`` cut at step ``0 < offset < L``: its steps from ``offset`` on become a
+    new last column (``[C + 1]``, zero padded, invalid after ``L - offset`` steps) starting
+    from ``state`` (per tensor ``[...]``, the state stored before that step), and are
+    masked invalid in the original column. Every valid step stays in exactly one column.
+
+    sb3-contrib's ``RecurrentRolloutBuffer.get`` does this once per epoch by rotating its
+    flattened buffer by a random index (a sequence then starts mid-rollout from its stored
+    state): BPTT is truncated at a random point, and nothing else changes."""
+    L = data["valid"].shape[0]
+    if not 0 < offset < L:
+        raise ValueError(f"offset must be in (0, {L}), got {offset}")
+    out: dict[str, Any] = {}
+    for key, v in data.items():
+        if key == "states":
+            continue
+        tail = torch.zeros_like(v[:, column])
+        tail[: L - offset] = v[offset:, column]
+        head = v[:, column].clone()
+        if key == "valid":
+            head[offset:] = False
+        out[key] = torch.cat([v[:, :column], head[:, None], v[:, column + 1 :], tail[:, None]], 1)
+    out["states"] = [torch.cat([s, t[None]]) for s, t in zip(data["states"], state, strict=True)]
+    return out
 
 
 def ppo_loss(agent_net, mb: dict[str, torch.Tensor], clip: float, o: PPOOptions, fused: bool):
@@ -148,8 +183,23 @@ class PPO(PGAgent):
             "returns": ret,
         }
         out = {k: to_sequences(v, L) for k, v in seqs.items()}
-        out["states"] = [s.reshape(-1, *s.shape[2:]) for s in rollout["seq_states"]]
+        # Stored states [S, N, ...] (or [T, N, ...] with random_cut: every step's).
+        stride = L if self.options.random_cut else 1
+        out["states"] = [s[::stride].reshape(-1, *s.shape[2:]) for s in rollout["seq_states"]]
         return out
+
+    def cut_randomly(self, data: dict[str, Any], rollout: Rollout) -> dict[str, Any]:
+        """``data`` cut once at a step drawn uniformly from the rollout's ``T x N`` steps
+        (no cut when it falls on a sequence's first step), as sb3-contrib's random rotation
+        of its buffer: see :func:`cut_sequence`."""
+        L = self.options.seq_len
+        T, N = rollout["valid"].shape
+        flat = int(torch.randint(T * N, (1,), generator=self.generator))
+        t, n = divmod(flat, N)
+        if t % L == 0:
+            return data
+        state = [s[t, n] for s in rollout["seq_states"]]
+        return cut_sequence(data, (t // L) * N + n, t % L, state)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -163,20 +213,20 @@ class PPO(PGAgent):
 
     def iterate(self) -> dict[str, float]:
         o: PPOOptions = self.options  # type: ignore[assignment]
-        rollout, t_rollout = self.collect(steps=o.n_steps, seq_len=o.seq_len)
+        rollout, t_rollout = self.collect(steps=o.n_steps, seq_len=1 if o.random_cut else o.seq_len)
         t0 = time.perf_counter()
         adv, ret = self.advantages(rollout)
         data = self.batch(rollout, adv, ret)
         clip = o.clip * self.progress_left()
-        columns = data["x"].shape[1]
         sums: dict[str, float] = {}
         updates, t_fwd, t_bwd, t_opt = 0, 0.0, 0.0, 0.0
         stop = False
         for _ in range(o.epochs):
-            order = torch.randperm(columns, generator=self.generator)
+            epoch = self.cut_randomly(data, rollout) if o.random_cut else data
+            order = torch.randperm(epoch["x"].shape[1], generator=self.generator)
             for idx in order.chunk(o.minibatches):
-                mb = {k: v[:, idx] for k, v in data.items() if k != "states"}
-                mb["states"] = [s[idx] for s in data["states"]]
+                mb = {k: v[:, idx] for k, v in epoch.items() if k != "states"}
+                mb["states"] = [s[idx] for s in epoch["states"]]
                 f0 = time.perf_counter()
                 loss, stats, terms = ppo_loss(self.net, mb, max(clip, 1e-8), o, o.fused)
                 t_fwd += time.perf_counter() - f0

@@ -8,10 +8,12 @@ LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize w
 gamma 0.98 as RL Zoo passes it), and ``configs/cartpole_nv_ppo.yaml`` on the evolstm side
 (the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``).
 
-Both sides are evaluated the same way: after the first update at which the env steps reach
-each multiple of ``--eval-every`` (sb3's callback waits for the update of the rollout in
-progress, as evolstm's loop does), ``--episodes`` deterministic episodes on the held-out
-seeds of the run seed (one fixed set), the recurrent state reset at each episode start.
+Both sides are evaluated the same way: after the first update at which the env.step calls
+reach each multiple of ``--eval-every`` (sb3's callback waits for the update of the rollout
+in progress, as evolstm's loop does; so both evaluate after the same number of updates),
+``--episodes`` deterministic episodes on the held-out seeds of the run seed (one fixed set),
+the recurrent state reset at each episode start. evolstm's reported env steps are actions
+(NEXT_STEP autoreset's reset steps excluded), sb3's are its ``num_timesteps``.
 Evaluation time is excluded from both clocks; the clocks count training only (collection +
 updates). Each side stops at its first evaluation mean >= 475 (or at ``--max-steps``).
 Printed: env steps and training seconds to that point for each side, and evolstm / sb3 as
@@ -51,7 +53,12 @@ CONFIG = _bench_dir.parent / "configs" / "cartpole_nv_ppo.yaml"
 
 
 def run_evolstm(
-    seed: int, eval_every: int, episodes: int, max_steps: int, overrides: list[str]
+    seed: int,
+    eval_every: int,
+    episodes: int,
+    max_steps: int,
+    overrides: list[str],
+    curve: bool = False,
 ) -> dict:
     """evolstm PPO driven directly (no trainer), evaluated by the trainer's evaluator."""
     from evolstm.agent import AgentContext
@@ -65,7 +72,12 @@ def run_evolstm(
     ctx = AgentContext(spec, seed, evaluator, factory.make_vector)
     agent = agent_cls(options, ctx)
     seeds = eval_seeds(seed, episodes)
-    train_s, steps, next_eval = 0.0, 0, eval_every
+    # Evaluate after the same updates as sb3's side: when the env.step calls (N per step of
+    # every slot, reset steps included, as sb3's num_timesteps counts them) reach a multiple
+    # of eval_every. Reported env steps are actions (valid steps): NEXT_STEP autoreset's
+    # reset steps are no actions, so they are a few dozen fewer than the calls.
+    calls_per_iteration = options.num_envs * options.n_steps
+    train_s, steps, calls, next_eval = 0.0, 0, 0, eval_every
     parts = dict.fromkeys(("time_rollout", "time_forward", "time_backward", "time_optimizer"), 0.0)
     result = {"side": "evolstm", "seed": seed, "solved_steps": None, "solved_s": None}
     while steps < max_steps:
@@ -73,14 +85,17 @@ def run_evolstm(
         metrics = agent.step()
         train_s += time.perf_counter() - t0
         steps += int(metrics["env_steps"])
+        calls += calls_per_iteration
         for k in parts:
             parts[k] += metrics[k]
-        if steps >= next_eval:
+        if calls >= next_eval:
             next_eval += eval_every
             res = evaluator.evaluate(
                 agent.policy_vector()[None], seeds, obs_norm=agent.obs_normalizer()
             )
             mean = float(res.returns.mean())
+            if curve:
+                print(f"         evolstm eval at {steps} steps: {mean:.1f}", flush=True)
             if mean >= THRESHOLD:
                 result.update(solved_steps=steps, solved_s=train_s, eval=mean)
                 break
@@ -203,6 +218,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--curve", action="store_true", help="print every evolstm evaluation")
     parser.add_argument(
         "--set", nargs="*", default=[], help="overrides of the evolstm config (agent.critic=shared)"
     )
@@ -211,7 +227,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread; eval every {args.eval_every} steps")
     ratios = []
     for seed in args.seeds:
-        ours = run_evolstm(seed, args.eval_every, args.episodes, args.max_steps, args.set)
+        ours = run_evolstm(
+            seed, args.eval_every, args.episodes, args.max_steps, args.set, args.curve
+        )
         print(_fmt(ours), flush=True)
         total = ours["time_rollout"] + ours["time_forward"]
         total += ours["time_backward"] + ours["time_optimizer"]

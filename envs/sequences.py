@@ -123,18 +123,26 @@ def superimposed_sines(
 
 # -- Mackey-Glass --------------------------------------------------------------------------
 def mackey_glass_series(
-    length: int, tau: float = 17.0, history: float = 1.2, substeps: int = 10
+    length: int,
+    tau: float = 17.0,
+    history: float = 1.2,
+    substeps: int = 10,
+    integrator: str = "rk4",
 ) -> np.ndarray:
     """Mackey-Glass ``dx/dt = 0.2 x(t - tau) / (1 + x(t - tau)^10) - 0.1 x(t)`` sampled at
     ``t = 0, 1, ..., length - 1``: ``[length]``.
 
-    Classical RK4 with step ``dt = 1 / substeps``; ``x(t) = history`` for ``t <= 0``; the
-    delayed value at the half step is the mean of its two grid neighbours (``tau`` must be
-    a multiple of ``dt``). Written by hand: the delay needs a history buffer, which
-    scipy's ODE solvers do not keep.
+    ``integrator="rk4"``: classical RK4 with step ``dt = 1 / substeps``; the delayed value at
+    the half step is the mean of its two grid neighbours. ``integrator="euler"``: forward
+    Euler with the same step, Jaeger's discretisation (GMD Report 148, Sec. 6.1, Eq. 23:
+    step 1/10, subsampled by 10), the series of the echo-state-network benchmark.
+    ``x(t) = history`` for ``t <= 0``; ``tau`` must be a multiple of ``dt``. Written by hand:
+    the delay needs a history buffer, which scipy's ODE solvers do not keep.
     """
     require_int("length", length, 1)
     require_int("substeps", substeps, 1)
+    if integrator not in ("rk4", "euler"):
+        raise ValueError(f"integrator must be 'rk4' or 'euler', got {integrator!r}")
     delay_steps = round(tau * substeps)
     if delay_steps < 1 or abs(delay_steps - tau * substeps) > 1e-9:
         raise ValueError(f"tau must be a positive multiple of 1 / substeps, got tau={tau}")
@@ -145,6 +153,10 @@ def mackey_glass_series(
     def rate(x_now: float, x_delayed: float) -> float:
         return 0.2 * x_delayed / (1.0 + x_delayed**10) - 0.1 * x_now
 
+    if integrator == "euler":
+        for n in range(delay_steps, len(x) - 1):
+            x[n + 1] = x[n] + dt * rate(x[n], x[n - delay_steps])
+        return x[delay_steps::substeps].copy()
     for n in range(delay_steps, len(x) - 1):
         d0, d1 = x[n - delay_steps], x[n - delay_steps + 1]
         d_half = 0.5 * (d0 + d1)
@@ -164,6 +176,7 @@ def mackey_glass(
     squash: bool = False,
     history: float = 1.2,
     substeps: int = 10,
+    integrator: str = "rk4",
 ) -> SequenceDataset:
     """The Mackey-Glass series (see :func:`mackey_glass_series`) as a next-value dataset.
 
@@ -171,13 +184,21 @@ def mackey_glass(
     :param washout, train_length, test_length: the split (see the module docstring).
     :param squash: use ``tanh(x - 1)`` (the preprocessing of Jaeger's ESN benchmark).
     :param history: constant ``x(t)`` for ``t <= 0``.
-    :param substeps: RK4 steps per time unit.
+    :param substeps: integration steps per time unit.
+    :param integrator: ``"rk4"`` or ``"euler"`` (Jaeger's benchmark series, see
+        :func:`mackey_glass_series`).
     """
     _check_split(washout, train_length, test_length)
-    series = mackey_glass_series(train_length + test_length, tau, history, substeps)
+    series = mackey_glass_series(train_length + test_length, tau, history, substeps, integrator)
     if squash:
         series = np.tanh(series - 1.0)
-    meta = {"tau": tau, "squash": squash, "history": history, "dt": 1.0 / substeps}
+    meta = {
+        "tau": tau,
+        "squash": squash,
+        "history": history,
+        "dt": 1.0 / substeps,
+        "integrator": integrator,
+    }
     return _series_dataset("mackey_glass", series, washout, train_length, test_length, meta)
 
 

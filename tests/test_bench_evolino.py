@@ -47,13 +47,18 @@ def test_nrmse84_equals_a_hand_computation(c):
         assert np.allclose(seen_arr[w, teacher + 1 :], free, atol=1e-3)
 
 
-def test_dataset_nrmse84_windows_follow_the_training_steps():
-    data = mackey_glass(train_length=1500)
-    value = bench.dataset_nrmse84(_drift_policy(0.0, []), data, windows=5)
-    # by hand: windows at 1500, 1600, ..., 1900; persistence predicts y[s - 1] for y[s + 83]
-    series = mackey_glass_series(1900 + 85)
-    starts = 1500 + 100 * np.arange(5)
+@pytest.mark.parametrize("integrator", ["rk4", "euler"])
+def test_dataset_nrmse84_windows_follow_the_training_steps(integrator):
+    data = mackey_glass(train_length=1500, integrator=integrator)
+    seen: list[np.ndarray] = []
+    value = bench.dataset_nrmse84(_drift_policy(0.0, seen), data, windows=5)
+    # by hand: non-overlapping blocks of 1001 teacher values + 84 predictions from step 1500
+    # on (Jaeger's 1084-step evolutions); persistence predicts y[s - 1] for y[s + 83]
+    series = mackey_glass_series(1500 + 5 * 1085, integrator=integrator)
+    starts = 1500 + 1001 + 1085 * np.arange(5)
     errors = series[starts - 1] - series[starts + 83]
     expected = np.sqrt(np.mean(errors**2)) / series[:1500].std()
     assert value == pytest.approx(expected, rel=1e-5)
     assert bench.jaeger_windows(data, 5).tolist() == starts.tolist()
+    first_inputs = np.stack(seen, axis=1)[:, 0]  # each window's first teacher value
+    assert np.allclose(first_inputs, series[1500 + 1085 * np.arange(5)], atol=1e-6)

@@ -56,11 +56,12 @@ def test_registered_in_family_pg() -> None:
     ("agent", "env", "extra"),
     [
         ("ppo", "evolstm/CartPoleNoVel-v0", ()),
-        # the return normaliser's statistics and the ReLU readout layers resume too
+        # the return normaliser's statistics, the ReLU readout layers and the random
+        # sequence cut's draws resume too
         (
             "ppo",
             "evolstm/CartPoleNoVel-v0",
-            ("agent.reward_norm=true", "policy.readout_hidden=[5]"),
+            ("agent.reward_norm=true", "policy.readout_hidden=[5]", "agent.random_cut=true"),
         ),
         ("rpg", "evolstm/PendulumNoVel-v0", ()),
     ],

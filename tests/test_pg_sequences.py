@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo import PPO, ppo_loss
+from agents.ppo import PPO, cut_sequence, ppo_loss, to_sequences
 from evolstm.agent import AgentContext
 from evolstm.network.layout import PolicySpec
 from evolstm.network.pg_model import PGNetwork
@@ -149,12 +149,12 @@ def test_collector_reset_step_is_not_a_loss_term_and_carries_the_bootstrap(end: 
     torch.testing.assert_close(adv[2, 0], 1.0 + boot - r["values"][2, 0])
 
 
-def _ppo(n_steps: int, seq_len: int, action: gym.Space | None = None) -> PPO:
+def _ppo(n_steps: int, seq_len: int, action: gym.Space | None = None, **kw) -> PPO:
     factory = resolve_env("evolstm/CartPoleNoVel-v0")
     obs_space, act_space = factory.spaces()
     spec = PolicySpec(obs_space, act_space, hidden=6)
     ctx = AgentContext(spec, 0, None, factory.make_vector)  # type: ignore[arg-type]
-    opts = PPO.Options(num_envs=3, n_steps=n_steps, seq_len=seq_len, epochs=1)
+    opts = PPO.Options(num_envs=3, n_steps=n_steps, seq_len=seq_len, epochs=1, **kw)
     return PPO(opts, ctx)
 
 
@@ -209,3 +209,59 @@ def test_forget_bias_sets_the_forget_gate_of_actor_and_critic() -> None:
         c0 = torch.ones(1, 5)
         _, c1 = cell(torch.zeros(1, 3), (torch.zeros(1, 5), c0))
         torch.testing.assert_close(c1, torch.sigmoid(torch.tensor(4.0)) * c0)
+
+
+def test_random_cut_keeps_every_valid_step_once_from_the_stored_state() -> None:
+    """sb3-contrib's per-epoch cut (``random_cut``): each valid step is in exactly one column
+    at its own inputs, nothing invalid becomes valid, and the cut-off part, unrolled from the
+    state stored at collection, gives the outputs of the uncut unroll (the net unchanged
+    since collection), while no gradient crosses the cut (BPTT truncated there)."""
+    T, L = 40, 16  # sequences 0-15, 16-31, 32-39 (+ padding) of 3 slots
+    agent = _ppo(n_steps=T, seq_len=L, random_cut=True)
+    rollout, _ = agent.collect(steps=T, seq_len=1)  # the state before every step
+    data = agent.batch(rollout, *agent.advantages(rollout))
+    # The stored states at the sequence starts are those a seq_len collection keeps.
+    plain = _ppo(n_steps=T, seq_len=L)
+    plain_rollout, _ = plain.collect(steps=T, seq_len=L)
+    reference = plain.batch(plain_rollout, *plain.advantages(plain_rollout))
+    for a, b in zip(data["states"], reference["states"], strict=True):
+        assert torch.equal(a, b)
+    ids = torch.arange(T * 3).reshape(T, 3)
+    data["id"] = to_sequences(ids, L)
+    uncut_out, uncut_v = agent.net.unroll(data["x"], data["states"], data["episode_start"])
+    seen_cuts = set()
+    for _ in range(12):
+        cut = agent.cut_randomly(data, rollout)
+        if cut is data:
+            continue
+        C = data["x"].shape[1]
+        assert cut["x"].shape[1] == C + 1
+        # Valid ids: the same set, each exactly once.
+        got = cut["id"][cut["valid"]]
+        assert sorted(got.tolist()) == sorted(data["id"][data["valid"]].tolist())
+        # Each valid entry carries its own step's data.
+        for key in ("x", "actions", "logp", "advantages", "returns", "episode_start"):
+            valid = data["valid"]
+            by_id = dict(zip(data["id"][valid].tolist(), data[key][valid], strict=True))
+            for i, v in zip(got.tolist(), cut[key][cut["valid"]], strict=True):
+                assert torch.equal(by_id[i], v)
+        # The new column starts at its cut step, from the state stored before that step.
+        first = int(cut["id"][0, C])
+        t, n = divmod(first, 3)
+        seen_cuts.add(t % L)
+        for s, full in zip(cut["states"], rollout["seq_states"], strict=True):
+            assert torch.equal(s[C], full[t, n])
+        out, v = agent.net.unroll(cut["x"], cut["states"], cut["episode_start"])
+        pos = {int(data["id"][r, c]): (r, c) for r, c in data["valid"].nonzero().tolist()}
+        for r, c in cut["valid"].nonzero().tolist():
+            r0, c0 = pos[int(cut["id"][r, c])]
+            torch.testing.assert_close(out[r, c], uncut_out[r0, c0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(v[r, c], uncut_v[r0, c0], atol=1e-5, rtol=1e-4)
+    assert len(seen_cuts) > 3  # different cut points were drawn
+    # Truncation: the tail's outputs do not depend on the head's inputs.
+    x = data["x"].clone().requires_grad_(True)
+    cut = cut_sequence({**data, "x": x}, 1, 5, [s[5, 1] for s in rollout["seq_states"]])
+    out, v = agent.net.unroll(cut["x"], cut["states"], cut["episode_start"])
+    (out[:, -1].sum() + v[:, -1].sum()).backward()
+    assert torch.count_nonzero(x.grad[:5, 1]) == 0 and torch.count_nonzero(x.grad[5:, 1]) > 0
+    assert torch.count_nonzero(x.grad[:, [0, 2]]) == 0  # other columns untouched

@@ -67,6 +67,17 @@ def test_mackey_glass_matches_an_independent_euler_integration():
     assert np.abs(rk4 - euler).max() < 1e-3
 
 
+def test_mackey_glass_euler_is_jaegers_discretisation():
+    """``integrator="euler"``: Jaeger's Eq. 23 (GMD Report 148, Sec. 6.1), forward Euler with
+    step 1/10 subsampled by 10, equals the independent transcription above with dt = 0.1."""
+    series = mackey_glass_series(400, integrator="euler")
+    np.testing.assert_allclose(series, euler_mackey_glass(400, dt=0.1), rtol=0, atol=1e-12)
+    assert np.abs(series - mackey_glass_series(400)).max() > 1e-3  # not the RK4 series
+    data = mackey_glass(train_length=200, test_length=10, integrator="euler")
+    np.testing.assert_allclose(data.targets[:, 0], series[:210], rtol=0, atol=1e-12)
+    assert data.metadata["integrator"] == "euler"
+
+
 def test_mackey_glass_finer_step_agrees():
     coarse = mackey_glass_series(500, substeps=10)
     fine = mackey_glass_series(500, substeps=100)
@@ -138,6 +149,7 @@ def test_anbncn_default_split():
         (lambda: superimposed_sines(washout=400), "train_length"),
         (lambda: superimposed_sines(test_length=0), "test_length"),
         (lambda: mackey_glass(tau=17.05), "tau"),
+        (lambda: mackey_glass(integrator="rk2"), "integrator"),
         (lambda: anbncn(train_max_n=0), "train_max_n"),
         (lambda: anbncn(test_min_n=0), "test_min_n"),
     ],
