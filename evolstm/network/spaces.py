@@ -222,6 +222,7 @@ class ActionHead:
             self._all_bounded = bool(bounded.all())
             # low + (tanh(u) + 1) / 2 * (high - low) = mid + half * tanh(u): one addcmul per
             # step. Finite stand-ins where unbounded, so torch.where never meets inf - inf.
+            low, high = np.where(bounded, low, 0.0), np.where(bounded, high, 0.0)
             self._mid = torch.as_tensor(
                 np.where(bounded, (low + high) / 2, 0.0), dtype=torch.float32
             )
