@@ -126,28 +126,6 @@ def permute_marked(
     return out
 
 
-def _stats_state(stats: RunningStats | None) -> dict[str, Any] | None:
-    """Running observation statistics as data (tensors, not numpy arrays)."""
-    if stats is None:
-        return None
-    return {
-        "count": stats.count,
-        "mean": None if stats.mean is None else torch.from_numpy(stats.mean.copy()),
-        "m2": None if stats.m2 is None else torch.from_numpy(stats.m2.copy()),
-    }
-
-
-def _stats_from(state: dict[str, Any] | None) -> RunningStats | None:
-    if state is None:
-        return None
-    mean, m2 = state["mean"], state["m2"]
-    return RunningStats(
-        float(state["count"]),
-        None if mean is None else mean.numpy().copy(),
-        None if m2 is None else m2.numpy().copy(),
-    )
-
-
 class CoSyNE(Agent):
     """Cooperative synapse neuroevolution (Gomez, Schmidhuber & Miikkulainen 2008): one
     subpopulation per weight, the worse networks' weights permuted within their column.
@@ -289,7 +267,7 @@ class CoSyNE(Agent):
             "stale": self.stale.clone(),
             "generator": self.generator.get_state(),
             "generation": self.generation,
-            "obs_stats": _stats_state(self.obs_stats),
+            "obs_stats": None if self.obs_stats is None else self.obs_stats.to_tensors(),
             "best_vector": self.best_vector.clone(),
             "best_fitness": self.best_fitness,
             "generation_best": [self.generation_best[0].clone(), self.generation_best[1]],
@@ -301,7 +279,9 @@ class CoSyNE(Agent):
         self.stale = state["stale"].clone()
         self.generator.set_state(state["generator"])
         self.generation = int(state["generation"])
-        self.obs_stats = _stats_from(state["obs_stats"])
+        self.obs_stats = (
+            RunningStats.from_tensors(state["obs_stats"]) if self.options.obs_norm else None
+        )
         self.best_vector = state["best_vector"].clone()
         self.best_fitness = float(state["best_fitness"])
         vector, fit = state["generation_best"]

@@ -229,13 +229,7 @@ class PGAgent(Agent):
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "obs_stats": None
-            if stats is None or stats.mean is None
-            else {
-                "count": float(stats.count),
-                "mean": torch.from_numpy(stats.mean.copy()),
-                "m2": torch.from_numpy(stats.m2.copy()),
-            },
+            "obs_stats": None if stats is None else stats.to_tensors(),
             "rollout_norm": None if self.rollout_norm is None else self.rollout_norm.state_dict(),
             "iteration": self.iteration,
             "env_steps": self.env_steps,
@@ -248,12 +242,7 @@ class PGAgent(Agent):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         if self.obs_stats is not None:
-            s = state["obs_stats"]
-            self.obs_stats = (
-                RunningStats()
-                if s is None
-                else RunningStats(s["count"], s["mean"].numpy().copy(), s["m2"].numpy().copy())
-            )
+            self.obs_stats = RunningStats.from_tensors(state["obs_stats"])
         self.rollout_norm = ObsNormalizer.from_state_dict(state["rollout_norm"])
         self.iteration = int(state["iteration"])
         self.env_steps = int(state["env_steps"])

@@ -63,16 +63,8 @@ class ReturnNormalizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and floats only (a checkpoint loads with ``weights_only=True``)."""
-        s = self.stats
-        return {
-            "returns": torch.from_numpy(self.returns.copy()),
-            "count": float(s.count),
-            "mean": torch.from_numpy(np.asarray(s.mean).copy()),
-            "m2": torch.from_numpy(np.asarray(s.m2).copy()),
-        }
+        return {"returns": torch.from_numpy(self.returns.copy()), **self.stats.to_tensors()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.returns = state["returns"].numpy().copy()
-        self.stats = RunningStats(
-            float(state["count"]), state["mean"].numpy().copy(), state["m2"].numpy().copy()
-        )
+        self.stats = RunningStats.from_tensors(state)

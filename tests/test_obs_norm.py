@@ -126,3 +126,15 @@ def test_training_seeds_follow_episode_seeds_and_never_meet_held_out_ones(pgpe_c
         training = {s for g in range(2000) for s in episode_seeds(run_seed, TRAIN_STREAM, g, 8)}
         assert len(training) > 15_900, "generations do not repeat their episodes"
         assert not training & held_out
+
+
+def test_running_stats_as_tensors_round_trip_through_a_weights_only_file(tmp_path):
+    stats = RunningStats()
+    assert stats.to_tensors() is None and RunningStats.from_tensors(None).count == 0
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    stats.update(x)
+    torch.save(stats.to_tensors(), tmp_path / "s.pt")
+    back = RunningStats.from_tensors(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert back.count == 50
+    np.testing.assert_allclose(back.mean, x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(back.var, x.var(axis=0), rtol=1e-12)

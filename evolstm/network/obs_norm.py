@@ -71,6 +71,24 @@ class RunningStats:
     def from_state_dict(cls, d: dict[str, Any]) -> RunningStats:
         return cls(d["count"], d["mean"], d["m2"])
 
+    def to_tensors(self) -> dict[str, Any] | None:
+        """These statistics as checkpoint data (a float and tensors ``[D]``, loadable with
+        ``torch.load(weights_only=True)``); ``None`` before any observation."""
+        if self.mean is None or self.m2 is None:
+            return None
+        return {
+            "count": float(self.count),
+            "mean": torch.from_numpy(np.asarray(self.mean).copy()),
+            "m2": torch.from_numpy(np.asarray(self.m2).copy()),
+        }
+
+    @classmethod
+    def from_tensors(cls, d: dict[str, Any] | None) -> RunningStats:
+        """The inverse of :meth:`to_tensors` (``None``: no observation yet)."""
+        if d is None or d["mean"] is None:
+            return cls()
+        return cls(float(d["count"]), d["mean"].numpy().copy(), d["m2"].numpy().copy())
+
 
 @dataclass(frozen=True)
 class ObsNormalizer:
