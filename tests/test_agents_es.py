@@ -1,4 +1,5 @@
-"""EvoTorch agents, parametrised over the registry: they improve, resume exactly, and the
+"""The population agents over a flat vector (EvoTorch's PGPE, CMA-ES, SNES, XNES, CEM and
+evolstm's own CoSyNE), parametrised over the registry: they improve, resume exactly, and the
 LSTM beats a memoryless network of the same shape under the same budget."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from evolstm.run.registry import available_agents
 CARTPOLE = resolve_env("evolstm/CartPoleNoVel-v0")
 CUE = resolve_env("tests.fixture_envs:CueRecallEnv", {"delay": 3})
 ES_AGENTS = sorted(name for name, cls in available_agents().items() if cls.family == "es")
-EVOTORCH_AGENTS = [n for n in ES_AGENTS if n in {"pgpe", "cmaes", "snes", "xnes", "cem", "cosyne"}]
+VECTOR_AGENTS = [n for n in ES_AGENTS if n in {"pgpe", "cmaes", "snes", "xnes", "cem", "cosyne"}]
 
 
 def _make(name: str, factory: EnvFactory, seed: int = 0, memory: bool = True, **options):
@@ -40,15 +41,15 @@ def _untimed(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("time_")}
 
 
-def test_the_six_evotorch_agents_are_registered():
-    assert set(EVOTORCH_AGENTS) == {"pgpe", "cmaes", "snes", "xnes", "cem", "cosyne"}
+def test_the_six_vector_agents_are_registered():
+    assert set(VECTOR_AGENTS) == {"pgpe", "cmaes", "snes", "xnes", "cem", "cosyne"}
 
 
 # PGPE's default centre learning rate (0.1) barely moves in 12 generations of 16 members.
 LEARNING_OPTIONS = {"pgpe": {"center_lr": 0.3}}
 
 
-@pytest.mark.parametrize("name", EVOTORCH_AGENTS)
+@pytest.mark.parametrize("name", VECTOR_AGENTS)
 def test_agent_improves_on_cartpole_novel(name):
     """The policy the agent would save now must do better on held-out episodes (seeds no
     generation trained on) than the policy it started from: a learning test that can fail.
@@ -64,7 +65,7 @@ def test_agent_improves_on_cartpole_novel(name):
     assert after > 2 * before and after > before + 10, (name, before, after)
 
 
-@pytest.mark.parametrize("name", EVOTORCH_AGENTS)
+@pytest.mark.parametrize("name", VECTOR_AGENTS)
 def test_state_dict_resumes_exactly(name):
     agent, _ = _make(name, CARTPOLE, seed=3, popsize=8, stdev_init=0.2)
     for _ in range(2):
