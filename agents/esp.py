@@ -252,6 +252,11 @@ class ESP(Agent):
         return torch.as_tensor(result.mean_returns, dtype=torch.float64), result.env_steps, vectors
 
     # -- the generation ---------------------------------------------------------------------
+    def assign(self) -> torch.Tensor:
+        """This generation's networks as member indices ``[N, S]`` (:func:`assemble`)."""
+        o: ESPOptions = self.options  # type: ignore[assignment]
+        return assemble(len(self.subpops), o.subpop_size, o.trials, self.generator)
+
     def _chromosomes(self, s: int, members: torch.Tensor) -> torch.Tensor:
         genes = self.population[s][members]
         if not self.active[s]:
@@ -268,7 +273,7 @@ class ESP(Agent):
 
     def step(self) -> dict[str, float]:
         o: ESPOptions = self.options  # type: ignore[assignment]
-        assignment = assemble(len(self.subpops), o.subpop_size, o.trials, self.generator)
+        assignment = self.assign()
         fitness, env_steps, evaluated = self.evaluate_networks(self.networks(assignment))
         # With ``newest_best`` a network of this generation that ties the best fitness so far
         # replaces the best network: with a capped fitness (1,000 steps balanced) many

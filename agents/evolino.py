@@ -31,6 +31,11 @@ is a cell's incoming weights only, since the readout is not evolved):
    ``fitness_horizon`` steps. a^n b^n c^n has no feedback (the inputs are the strings), so
    its fitness is the error on the training strings.
 
+With ``elite``, each generation after the first also evaluates the best network so far
+(rebuilt from its chromosomes), so those chromosomes keep the credit of the best network
+instead of only that of the random assemblies they joined (an addition of ours, not from the
+papers; see BENCHMARKS.md, "Evolino, fifth pass").
+
 The networks are evaluated in-process (not on Ray shards): a generation is a few batched
 tensor passes over one dataset, with no env to step.
 """
@@ -66,6 +71,11 @@ class EvolinoOptions(ESPOptions):
     )
     fitness_horizon: int | None = pydantic.Field(
         None, ge=1, description="free-running steps per window (None: the task's test length)"
+    )
+    elite: bool = pydantic.Field(
+        False,
+        description="every generation also evaluates the best network so far, assembled from "
+        "its chromosomes (one extra network), so they keep their credit and survive",
     )
     input_scale: float | None = pydantic.Field(
         None,
@@ -183,6 +193,24 @@ class Evolino(ESP):
         self.window_starts = torch.as_tensor(np.round(starts).astype(np.int64))
         self.window_washout, self.horizon = washout, horizon
 
+    def assign(self) -> torch.Tensor:
+        """ESP's assembly, plus (``elite``) one more network: the best so far. Each of its
+        chromosomes is found in its subpopulation, or written over the last member (an
+        offspring not yet evaluated) if recombination dropped it."""
+        assignment = super().assign()
+        o: EvolinoOptions = self.options  # type: ignore[assignment]
+        if not o.elite or self.best_fitness == -float("inf"):
+            return assignment
+        row = torch.empty(len(self.subpops), dtype=torch.long)
+        for s, best in enumerate(self.best_chromosomes):
+            same = torch.nonzero((self.population[s] == best).all(dim=1)).flatten()
+            if same.numel() > 0:
+                row[s] = same[0]
+            else:
+                self.population[s][-1] = best
+                row[s] = o.subpop_size - 1
+        return torch.cat([assignment, row.unsqueeze(0)])
+
     # -- the network's forward pass, features only (the readout is what Evolino computes) ----
     def _features(self, params: dict[str, torch.Tensor], x: torch.Tensor, state: Any) -> Any:
         from evolstm.network import cells
@@ -250,6 +278,7 @@ class Evolino(ESP):
             else:
                 error = self.last_train_mse
             error = torch.nan_to_num(error.double(), nan=1e12, posinf=1e12)
+            self.last_fitness_mse = error
         return -error, steps, vectors.clone()
 
     def obs_normalizer(self) -> ObsNormalizer | None:
@@ -260,6 +289,7 @@ class Evolino(ESP):
         metrics = super().step()
         metrics["train_mse_min"] = float(self.last_train_mse.min())
         metrics["fitness_mse_min"] = -float(metrics["return_max"])
+        metrics["fitness_mse_median"] = float(self.last_fitness_mse.median())
         return metrics
 
 

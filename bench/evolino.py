@@ -173,10 +173,12 @@ def run(
     hidden: int | None = None,
     env_overrides: dict | None = None,
     cell: str | None = None,
+    curve: int = 0,
 ) -> dict:
     """Train ``task`` for ``generations`` and run its test; ``overrides`` replace Evolino
     options, ``hidden`` the number of cells, ``env_overrides`` the env's kwargs, ``cell`` the
-    cell type."""
+    cell type; ``curve`` > 0 prints the fitness every ``curve`` generations and around every
+    burst mutation."""
     env_id, kwargs, default_cell, default_hidden = TASKS[task]
     cell = cell or default_cell
     factory = resolve_env(env_id, {**kwargs, **(env_overrides or {})})
@@ -186,8 +188,17 @@ def run(
     )
     options = Evolino.Options(**{**OPTIONS, **TASK_OPTIONS.get(task, {}), **(overrides or {})})
     agent = Evolino(options, AgentContext(spec, seed, None, factory.make_vector))
-    for _ in range(generations):
-        agent.step()
+    previous_burst = False
+    for g in range(generations):
+        m = agent.step()
+        if curve and (g % curve == curve - 1 or m["burst"] or previous_burst):
+            print(
+                f"  seed {seed} gen {g + 1:>4}: best-ever fitness MSE "
+                f"{-m['best_fitness_ever']:.3g}, this generation's best {-m['return_max']:.3g}, "
+                f"median {m['fitness_mse_median']:.3g}" + (" BURST" if m["burst"] else ""),
+                flush=True,
+            )
+        previous_burst = bool(m["burst"])
     make = policy_fn_maker(spec, agent.policy_vector(), agent.obs_normalizer())
     result = env.success_test(make)
     if task == "mackey_glass":
@@ -227,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=None, help="memory cells (all tasks)")
     parser.add_argument("--cell", default=None, help="cell type (all tasks)")
     parser.add_argument("--per-seed", action="store_true", help="print every seed's value")
+    parser.add_argument(
+        "--curve", type=int, default=0, metavar="K", help="print the fitness every K generations"
+    )
     args = parser.parse_args(argv)
     overrides, env_overrides = parse_pairs(args.set), parse_pairs(args.env)
     print("$ " + " ".join([sys.executable, *sys.argv]))
@@ -244,7 +258,16 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.tasks:
         start = time.perf_counter()
         runs = [
-            run(task, s, args.generations, overrides, args.hidden, env_overrides, args.cell)
+            run(
+                task,
+                s,
+                args.generations,
+                overrides,
+                args.hidden,
+                env_overrides,
+                args.cell,
+                args.curve,
+            )
             for s in range(args.seeds)
         ]
         if task == "anbncn":

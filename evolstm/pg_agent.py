@@ -47,6 +47,18 @@ class PGOptions(AgentOptions):
     obs_norm: bool = pydantic.Field(
         True, description="normalise observations with running statistics (frozen per rollout)"
     )
+    obs_norm_env_steps: int | None = pydantic.Field(
+        None,
+        ge=0,
+        description="stop updating the observation statistics once this many env steps are "
+        "done (null: never); the normaliser then stays fixed while the policy converges",
+    )
+    obs_clip: float = pydantic.Field(
+        5.0,
+        gt=0,
+        description="normalised observations are clipped to +-obs_clip (SB3's VecNormalize: "
+        "10; a clip of a few stds saturates the rarer large inputs, e.g. a drifting cart)",
+    )
     reward_scale: float = pydantic.Field(
         1.0, gt=0, description="rewards are multiplied by this for the losses (not the metrics)"
     )
@@ -133,10 +145,11 @@ class PGAgent(Agent):
         """One rollout with the normaliser frozen now; merges its observation statistics.
         Returns the rollout and the seconds it took."""
         start = time.perf_counter()
-        norm = None if self.obs_stats is None else self.obs_stats.normalizer()
+        norm = None if self.obs_stats is None else self.obs_stats.normalizer(self.options.obs_clip)
         rollout = self.collectors.collect(self.net, norm, **kw)
         self.rollout_norm = norm
-        if self.obs_stats is not None:
+        limit = self.options.obs_norm_env_steps
+        if self.obs_stats is not None and (limit is None or self.env_steps < limit):
             self.obs_stats.merge(RunningStats.from_state_dict(rollout["obs_stats"]))
         self.recent_returns = (self.recent_returns + list(rollout["episode_returns"]))[
             -RETURN_WINDOW:

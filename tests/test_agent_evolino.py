@@ -138,3 +138,33 @@ def test_scaled_inputs_learn_the_triple_sine():
     variance = float(env.dataset.targets[env.dataset.test].var())  # ~1.5: three unit sines
     assert errors["scaled"] < 1e-3 * variance, errors
     assert errors["raw"] > 0.1 * variance, errors
+
+
+def test_elite_re_evaluates_the_best_network_so_far():
+    """``elite``: every generation after the first evaluates one more network, the best so far
+    rebuilt from its chromosomes, and (fitness being deterministic) it scores exactly the best
+    fitness so far."""
+    task = {"num_sines": 1, "washout": 20, "train_length": 80, "test_length": 30}
+    agent, _ = _evolino("evolstm/Sines-v0", task, 3, subpop_size=4, trials=2, elite=True)
+    seen: list[torch.Tensor] = []
+    inputs: list[torch.Tensor] = []
+    original = agent.evaluate_networks
+
+    def record(vectors):
+        inputs.append(vectors.clone())
+        fitness, steps, evaluated = original(vectors)
+        seen.append(fitness)
+        return fitness, steps, evaluated
+
+    agent.evaluate_networks = record
+    metrics = agent.step()
+    assert seen[0].numel() == 4 * 2 and metrics["evaluations"] == 8  # no best yet
+    for _ in range(3):
+        best_before, vector_before = agent.best_fitness, agent.policy_vector()
+        agent.step()
+        assert seen[-1].numel() == 4 * 2 + 1
+        # the extra network is the best so far (to float32 round-off: other batch shapes)
+        assert np.isclose(float(seen[-1][-1]), best_before, rtol=1e-4, atol=0)
+        # ... with the same cell weights (the readout is re-solved to the same values)
+        ro = agent.layout["readout.W"].offset
+        assert torch.equal(inputs[-1][-1][:ro], vector_before[:ro])

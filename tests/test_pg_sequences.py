@@ -265,3 +265,38 @@ def test_random_cut_keeps_every_valid_step_once_from_the_stored_state() -> None:
     (out[:, -1].sum() + v[:, -1].sum()).backward()
     assert torch.count_nonzero(x.grad[:5, 1]) == 0 and torch.count_nonzero(x.grad[5:, 1]) > 0
     assert torch.count_nonzero(x.grad[:, [0, 2]]) == 0  # other columns untouched
+
+
+def test_obs_clip_bounds_the_normalised_observations() -> None:
+    """``obs_clip``: the next rollout is normalised by the statistics of the steps seen so far
+    (numpy's mean and population std here) and clipped to exactly ``+-obs_clip``."""
+    agent = _ppo(n_steps=40, seq_len=16, obs_clip=0.5)
+    first, _ = agent.collect(steps=40)  # no statistics yet: raw observations
+    raw = first["x"][first["valid"]].double().numpy()
+    second, _ = agent.collect(steps=40)
+    norm = agent.obs_normalizer()
+    assert norm is not None and norm.clip == 0.5
+    np.testing.assert_allclose(norm.mean.numpy(), raw.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(norm.std.numpy(), raw.std(0), rtol=1e-5)
+    x = second["x"][second["valid"]]
+    assert x.abs().max() == 0.5 and (x.abs() < 0.5).any()
+    assert _ppo(n_steps=40, seq_len=16).options.obs_clip == 5.0  # the ES agents' default
+
+
+def test_obs_norm_env_steps_freezes_the_statistics() -> None:
+    """``obs_norm_env_steps``: the statistics take in the rollouts that start before the
+    limit (each rollout's own steps, as numpy computes them) and no rollout after it."""
+    agent = _ppo(n_steps=20, seq_len=16, obs_norm_env_steps=30)  # 3 slots: ~60 steps a rollout
+    first, _ = agent.collect(steps=20)  # starts at 0 < 30: counted
+    agent.collect(steps=20)  # starts at ~60 >= 30: not counted
+    frozen = agent.obs_stats.normalizer()
+    raw = first["x"][first["valid"]].double().numpy()
+    np.testing.assert_allclose(frozen.mean.numpy(), raw.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(frozen.std.numpy(), raw.std(0), rtol=1e-5)
+    agent.collect(steps=20)
+    assert torch.equal(agent.obs_normalizer().mean, frozen.mean)
+    assert torch.equal(agent.obs_normalizer().std, frozen.std)
+    moving = _ppo(n_steps=20, seq_len=16)
+    for _ in range(2):
+        moving.collect(steps=20)
+    assert moving.obs_stats.count > agent.obs_stats.count  # without the limit: both rollouts
