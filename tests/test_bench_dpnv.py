@@ -83,3 +83,22 @@ def test_dpnv_run_builds_the_asked_cell_and_runs_xnes(monkeypatch):
     popsize = dpnv.OPTIONS["xnes"]["popsize"]
     assert shapes == [(popsize, 21)] * 2
     assert out["counted"] == out["episodes_run"] == 2 * popsize
+
+
+def test_skip_100k_leaves_that_criterion_unmeasured_and_still_counts_every_episode(capsys):
+    args = ["--methods", "snes", "--fitness", "damping", "--seeds", "1", "--hidden", "2"]
+    dpnv.main([*args, "--budget", "100", "--until", "solved", "--skip-100k"])
+    out = capsys.readouterr().out
+    row = re.search(
+        r"^damping\s+snes\s+(?P<cells>.*?)\s+-\s+(?P<counted>[\d,]+)\s+"
+        r"(?P<run>[\d,]+)\s+\d+\s*$",
+        out,
+        re.M,
+    )
+    assert row, out
+    # the 100k columns are not measured; the solved ones are (a failure on this budget); no
+    # published damping figure for SNES ("-")
+    assert row["cells"].split()[:4] == ["n/a", "n/a", "n/a", "-"], row["cells"]
+    assert row["cells"].split()[4:7] == ["-", "-", "1/1"], row["cells"]
+    # popsize 20, whole generations: 5 generations of 20 episodes, all actually run
+    assert row["counted"] == row["run"] == "100", out
