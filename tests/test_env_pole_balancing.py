@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the tasks)
 from envs.pole_balancing import (
+    GENERALIZATION_PASS,
     PoleBalancingEnv,
     PoleBalancingVectorEnv,
     action_to_force,
@@ -311,3 +312,19 @@ def test_generalization_test_counts_balanced_starts():
     assert seen_starts[50].any() and not seen_starts[1].any()
     # A linear controller designed on the transcribed equations balances most starts.
     assert generalization_test(lqr_policy(2), velocities=True) > 500
+
+
+def test_generalization_screen_stops_only_once_the_mark_is_out_of_reach():
+    calls = []
+
+    def zero_policy(obs, episode_start):
+        calls.append(1)
+        return np.zeros((len(obs), 1))
+
+    # Every start falls: the screen stops long before 1,000 steps, with the same verdict.
+    assert generalization_test(zero_policy, stop_below=GENERALIZATION_PASS) < GENERALIZATION_PASS
+    assert 0 < len(calls) < 1000
+    # A controller that balances most starts: asked for one start more than it balances, the
+    # screen stops only when the last of its failures happens, with the exact count.
+    full = generalization_test(lqr_policy(2), velocities=True)
+    assert generalization_test(lqr_policy(2), velocities=True, stop_below=full + 1) == full
