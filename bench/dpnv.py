@@ -138,6 +138,7 @@ OPTIONS = {
         "select_top": 0,
     },
     "snes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
+    "xnes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
     "cmaes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
 }
 BALANCED = {"standard": 1000.0, "damping": 0.1}  # the fitness of a 1,000-step balance
@@ -170,6 +171,7 @@ def run(
     options: dict | None = None,
     test_every: int = 1,
     measure_100k: bool = True,
+    cell: str = "lstm",
 ) -> dict:
     """One training run: the evaluations until a generation's best network first balanced
     100,000 steps from the standard start (``evaluations_100k``) and until one first passed the
@@ -183,7 +185,7 @@ def run(
     kwargs = {"reward": fitness, "max_steps": 1000, "random_start": random_start}
     factory = resolve_env("evolstm/DoublePoleNoVel-v0", kwargs)
     env = factory.make().unwrapped
-    spec = PolicySpec(env.observation_space, env.action_space, hidden=hidden)
+    spec = PolicySpec(env.observation_space, env.action_space, cell=cell, hidden=hidden)
     evaluator = CountingEvaluator(factory, spec)
     tests = SuccessTests(factory, spec)
     cls = get_agent(method)
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=100_000, help="evaluations per run")
     parser.add_argument("--hidden", type=int, default=4)
+    parser.add_argument("--cell", default="lstm", help="recurrent cell (lstm, peephole, gru)")
     parser.add_argument("--verbose", action="store_true", help="print every run's result")
     parser.add_argument(
         "--until",
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     options = dict(_parse_option(o) for o in args.option)
     print("$ " + " ".join([sys.executable, *sys.argv]))
     print(
-        f"LSTM hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds "
+        f"{args.cell} hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds "
         f"from {args.first_seed}; random_start {args.random_start}, {args.episodes} "
         f"episode(s) per network; until {args.until}; test every {args.test_every} generation(s); "
         f"options {options or 'as OPTIONS'}"
@@ -342,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                         options,
                         args.test_every,
                         not args.skip_100k,
+                        args.cell,
                     )
                 )
                 if args.verbose:

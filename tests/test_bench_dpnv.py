@@ -66,6 +66,25 @@ def test_tiny_dpnv_bench_counts_every_episode_and_cites_the_papers(capsys):
         assert len(hits) == 1, (key, method, footnotes)
 
 
+def test_dpnv_run_builds_the_asked_cell_and_runs_xnes(monkeypatch):
+    """``--cell``/``cell=`` reaches the policy: a 1-cell peephole LSTM (cells.py: ``W [in, 4H]``
+    on the input only, ``U [H, 3H]`` from ``c`` to the three gates, ``b [4H]``) on 3
+    observations has 12 + 3 + 4 = 19 parameters and a 1 + 1 readout, so every evaluated member
+    is 21 numbers (a plain LSTM: 4 x (3 + 1 + 1) + 2 = 22); XNES has bench options."""
+    shapes = []
+
+    class Recording(dpnv.CountingEvaluator):
+        def evaluate(self, vectors, seeds, **kwargs):
+            shapes.append(tuple(vectors.shape))
+            return super().evaluate(vectors, seeds, **kwargs)
+
+    monkeypatch.setattr(dpnv, "CountingEvaluator", Recording)
+    out = dpnv.run("xnes", "standard", seed=0, budget=40, hidden=1, cell="peephole")
+    popsize = dpnv.OPTIONS["xnes"]["popsize"]
+    assert shapes == [(popsize, 21)] * 2
+    assert out["counted"] == out["episodes_run"] == 2 * popsize
+
+
 def test_skip_100k_leaves_that_criterion_unmeasured_and_still_counts_every_episode(capsys):
     args = ["--methods", "snes", "--fitness", "damping", "--seeds", "1", "--hidden", "2"]
     dpnv.main([*args, "--budget", "100", "--until", "solved", "--skip-100k"])
