@@ -75,7 +75,9 @@ class EvolinoOptions(ESPOptions):
     elite: bool = pydantic.Field(
         False,
         description="every generation also evaluates the best network so far, assembled from "
-        "its chromosomes (one extra network), so they keep their credit and survive",
+        "its chromosomes (one extra network), so they keep their credit and survive (its "
+        "re-evaluation can differ from the stored best by float32 round-off and then counts "
+        "as an improvement, delaying bursts; measured worse at 80 cells, BENCHMARKS.md)",
     )
     input_scale: float | None = pydantic.Field(
         None,
