@@ -6,7 +6,8 @@ CartPoleNoVel-v1 on the sb3 side (8 envs, n_steps 32, batch 256, 20 epochs, gamm
 gae_lambda 0.8, lr 1e-3 and clip 0.2 both linearly decayed over 100k steps, ent_coef 0,
 LSTM 64 with a critic LSTM, pi/vf MLPs [64] ReLU, ortho_init off, VecNormalize with
 gamma 0.98 as RL Zoo passes it), and ``configs/cartpole_nv_ppo.yaml`` on the evolstm side
-(the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``).
+(the same sizes and schedule, ``readout_hidden: [64]``, ``reward_norm: true``, and as
+SB3 has them: ``vf_coef: 1.0``, ``obs_clip: 10``, ``forget_bias: 0``).
 
 Both sides are evaluated the same way: after the first update at which the env.step calls
 reach each multiple of ``--eval-every`` (sb3's callback waits for the update of the rollout

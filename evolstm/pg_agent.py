@@ -35,7 +35,12 @@ class PGOptions(AgentOptions):
     adam_eps: float = pydantic.Field(1e-5, gt=0, description="Adam epsilon")
     gamma: float = pydantic.Field(0.99, gt=0, le=1, description="discount factor")
     ent_coef: float = pydantic.Field(0.0, ge=0, description="entropy bonus weight")
-    vf_coef: float = pydantic.Field(0.5, ge=0, description="value loss weight")
+    vf_coef: float = pydantic.Field(
+        0.5,
+        ge=0,
+        description="value loss weight; the value loss is 0.5 * mean squared error "
+        "(CleanRL's form), so SB3's vf_coef v is 2 * v here",
+    )
     max_grad_norm: float | None = pydantic.Field(
         0.5, gt=0, description="clip the global gradient norm to this (null: no clipping)"
     )

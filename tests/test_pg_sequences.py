@@ -300,3 +300,22 @@ def test_obs_norm_env_steps_freezes_the_statistics() -> None:
     for _ in range(2):
         moving.collect(steps=20)
     assert moving.obs_stats.count > agent.obs_stats.count  # without the limit: both rollouts
+
+
+def test_value_loss_is_half_vf_coef_times_the_mean_squared_error() -> None:
+    """The value term is ``vf_coef * 0.5 * MSE`` over valid steps (CleanRL's form), so SB3's
+    ``vf_coef * MSE`` with vf_coef 0.5 is ``vf_coef: 1.0`` here (``cartpole_nv_ppo.yaml``)."""
+    agent = _ppo(n_steps=40, seq_len=16, vf_coef=1.0)
+    rollout, _ = agent.collect(steps=40, seq_len=16)
+    data = agent.batch(rollout, *agent.advantages(rollout))
+    loss, _, terms = ppo_loss(agent.net, data, 0.2, agent.options, True)
+    with torch.no_grad():
+        _, value = agent.net.unroll(
+            torch.where(data["valid"][..., None], data["x"], torch.zeros_like(data["x"])),
+            data["states"],
+            data["episode_start"],
+        )
+    valid = data["valid"]
+    mse = ((value - data["returns"])[valid] ** 2).mean()
+    sb3_loss = terms["policy_loss"] + 0.5 * mse  # SB3: pg + vf_coef 0.5 * MSE (entropy 0)
+    torch.testing.assert_close(loss.detach(), sb3_loss.detach(), rtol=1e-5, atol=1e-6)
