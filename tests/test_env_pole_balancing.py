@@ -12,16 +12,14 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the tasks)
 from envs.pole_balancing import (
-    GENERALIZATION_PASS,
     PoleBalancingEnv,
     PoleBalancingVectorEnv,
     action_to_force,
     advance,
-    generalization_starts,
-    generalization_test,
     pole_derivatives,
     rk4_step,
 )
+from envs.pole_success import GENERALIZATION_PASS, generalization_starts, generalization_test
 from tests.env_checks import assert_native_matches_sync
 
 IDS = ["evolstm/SinglePoleNoVel-v0", "evolstm/DoublePole-v0", "evolstm/DoublePoleNoVel-v0"]

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from envs.pole_balancing import PoleBalancingEnv, balance_steps
+from envs.pole_balancing import PoleBalancingEnv
+from envs.pole_success import balance_steps
 from envs.tmaze import TMazeEnv
 from evolstm.run.config import validate_config
 from evolstm.run.trainer import train

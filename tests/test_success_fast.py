@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.pole_balancing import (
-    PoleBalancingEnv,
-    PoleBalancingVectorEnv,
-    _advance_one,
-    action_to_force,
-    advance,
-    balance_steps,
-)
+from envs.pole_balancing import PoleBalancingEnv, PoleBalancingVectorEnv, action_to_force, advance
+from envs.pole_success import _advance_one, balance_steps
 from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.network.obs_norm import ObsNormalizer
 from evolstm.network.policy import RecurrentPolicy
