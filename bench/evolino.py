@@ -21,9 +21,11 @@ Papers: Schmidhuber, Wierstra & Gomez, IJCAI 2005 ("Evolino: hybrid neuroevoluti
 linear search for sequence learning"); Wierstra, Gomez & Schmidhuber, GECCO 2005 ("Modeling
 systems with internal state using Evolino"); Schmidhuber, Wierstra, Gagliolo & Gomez, Neural
 Computation 19(3), 2007. Their result tables could NOT be read here: every stored copy found
-(academia.edu, vdocuments, 123dok, bohrium) reaches only the abstract and introduction, and no
-repository quotes the tables. So ``PAPER`` holds only the value issue 8 quotes (Mackey-Glass
-NRMSE84 about 1.9e-3), printed as unconfirmed, and "not found" elsewhere. The Mackey-Glass
+(academia.edu, vdocuments, 123dok, bohrium, mendeley, ijcai.org) reaches only the abstract and
+introduction, and no repository quotes the tables (one, npow/schmidhuber-problems, repeats
+"1.9e-3" for Mackey-Glass with no table or page: second-hand; BENCHMARKS.md, "Evolino, sixth
+pass"). So ``PAPER`` holds only the value issue 8 quotes (Mackey-Glass NRMSE84 about 1.9e-3),
+printed as unconfirmed, and "not found" elsewhere. The Mackey-Glass
 row also prints the echo state network's NRMSE84 from Jaeger's own report (confirmed, Sec.
 6.4: 2.8e-4 from the 3,000-step training sequence, 400 units), the figure Evolino's papers
 compare against.
@@ -178,11 +180,15 @@ def run(
     env_overrides: dict | None = None,
     cell: str | None = None,
     curve: int = 0,
+    report_every: int = 0,
 ) -> dict:
     """Train ``task`` for ``generations`` and run its test; ``overrides`` replace Evolino
     options, ``hidden`` the number of cells, ``env_overrides`` the env's kwargs, ``cell`` the
     cell type; ``curve`` > 0 prints the fitness every ``curve`` generations and around every
-    burst mutation."""
+    burst mutation; ``report_every`` > 0 also runs the test on the best network so far every
+    ``report_every`` generations (before the last) and returns it as ``result["reports"]``:
+    ``[(generation, test value), ...]``, the test value being the bench's metric (NRMSE84
+    for Mackey-Glass)."""
     env_id, kwargs, default_cell, default_hidden = TASKS[task]
     cell = cell or default_cell
     factory = resolve_env(env_id, {**kwargs, **(env_overrides or {})})
@@ -193,8 +199,13 @@ def run(
     options = Evolino.Options(**{**OPTIONS, **TASK_OPTIONS.get(task, {}), **(overrides or {})})
     agent = Evolino(options, AgentContext(spec, seed, None, factory.make_vector))
     previous_burst = False
+    reports = []
     for g in range(generations):
         m = agent.step()
+        if report_every and (g + 1) % report_every == 0 and g + 1 < generations:
+            value = _test_value(task, env, spec, agent)
+            reports.append((g + 1, value))
+            print(f"  seed {seed} gen {g + 1:>4}: test {value:.3g}", flush=True)
         if curve and (g % curve == curve - 1 or m["burst"] or previous_burst):
             print(
                 f"  seed {seed} gen {g + 1:>4}: best-ever fitness MSE "
@@ -207,7 +218,23 @@ def run(
     result = env.success_test(make)
     if task == "mackey_glass":
         result["nrmse84_jaeger"] = dataset_nrmse84(make, env.dataset)
+    result["reports"] = reports
     return result
+
+
+def metric_key(task: str) -> str:
+    """The result key the bench reports for ``task``."""
+    if task == "anbncn":
+        return "generalizes_to_n"
+    return "nrmse84_jaeger" if task == "mackey_glass" else "test_mse"
+
+
+def _test_value(task: str, env, spec: PolicySpec, agent: Evolino) -> float:
+    """The bench's metric of the agent's best network so far."""
+    make = policy_fn_maker(spec, agent.policy_vector(), agent.obs_normalizer())
+    if task == "mackey_glass":
+        return dataset_nrmse84(make, env.dataset)
+    return float(env.success_test(make)[metric_key(task)])
 
 
 def time_readout(n: int = 256, m: int = 1000, f: int = 64, repeats: int = 3) -> None:
@@ -246,6 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--curve", type=int, default=0, metavar="K", help="print the fitness every K generations"
     )
+    parser.add_argument(
+        "--report-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also test the best network so far every K generations (per seed, and the "
+        "median over seeds at each of them)",
+    )
     args = parser.parse_args(argv)
     overrides, env_overrides = parse_pairs(args.set), parse_pairs(args.env)
     print("$ " + " ".join([sys.executable, *sys.argv]))
@@ -272,15 +307,18 @@ def main(argv: list[str] | None = None) -> None:
                 env_overrides,
                 args.cell,
                 args.curve,
+                args.report_every,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]
-        if task == "anbncn":
-            key, best = "generalizes_to_n", max
-        elif task == "mackey_glass":
-            key, best = "nrmse84_jaeger", min
-        else:
-            key, best = "test_mse", min
+        key, best = metric_key(task), max if task == "anbncn" else min
+        for i, (generation, _) in enumerate(runs[0]["reports"]):
+            at = [r["reports"][i][1] for r in runs]
+            print(
+                f"  {task} at generation {generation}: median {statistics.median(at):.3g}, "
+                "per seed " + " ".join(f"{v:.3g}" for v in at),
+                flush=True,
+            )
         values = [r[key] for r in runs]
         print(
             f"{task:<13} {key:<22} {statistics.median(values):>10.3g} {best(values):>10.3g} "

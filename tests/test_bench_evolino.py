@@ -62,3 +62,14 @@ def test_dataset_nrmse84_windows_follow_the_training_steps(integrator):
     assert bench.jaeger_windows(data, 5).tolist() == starts.tolist()
     first_inputs = np.stack(seen, axis=1)[:, 0]  # each window's first teacher value
     assert np.allclose(first_inputs, series[1500 + 1085 * np.arange(5)], atol=1e-6)
+
+
+def test_report_every_tests_the_best_network_so_far():
+    """``run(..., report_every=1)``: the value reported after generation 1 of a 2-generation
+    run is the final test of a 1-generation run of the same seed (the runs are deterministic)."""
+    options = {"subpop_size": 4, "trials": 1}
+    two = bench.run("sines2", 0, 2, options, hidden=2, report_every=1)
+    one = bench.run("sines2", 0, 1, options, hidden=2)
+    assert [g for g, _ in two["reports"]] == [1]
+    assert two["reports"][0][1] == pytest.approx(one["test_mse"], rel=1e-6)
+    assert one["reports"] == []
