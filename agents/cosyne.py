@@ -182,9 +182,10 @@ class CoSyNE(Agent):
 
     def step(self) -> dict[str, float]:
         o: CoSyNEOptions = self.options  # type: ignore[assignment]
+        fresh = torch.ones_like(self.stale) if o.reevaluate else self.stale.clone()
         env_steps, evaluated = self._evaluate()
         fitness = self.generation_fitness = self.fitness.clone()
-        best = int(torch.argmax(fitness))
+        best = self._generation_best_index(fitness, fresh)
         self.generation_best = (self.population[best].clone(), float(fitness[best]))
         metrics = {
             "members_evaluated": float(evaluated),
@@ -199,6 +200,17 @@ class CoSyNE(Agent):
         metrics["distinct_networks"] = float(torch.unique(self.population, dim=0).shape[0])
         self.generation += 1
         return metrics
+
+    @staticmethod
+    def _generation_best_index(fitness: torch.Tensor, fresh: torch.Tensor) -> int:
+        """The generation's best network: the first of those with the top fitness, preferring
+        one evaluated in this generation (``fresh [m]``). Without re-evaluation the old best
+        keeps its fitness, so when a capped fitness ties (double pole's standard fitness: 1,000
+        steps) it would stay "the best" and a newer network of equal fitness would never be
+        the one tested (bench/dpnv.py tests each generation's best)."""
+        top = fitness == fitness.max()
+        pick = top & fresh if bool((top & fresh).any()) else top
+        return int(torch.nonzero(pick).flatten()[0])
 
     def _breed(self, fitness: torch.Tensor) -> None:
         """Recombination (children replace the bottom half), then permutation of the

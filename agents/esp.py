@@ -235,6 +235,9 @@ class ESP(Agent):
         self.best_fitness = -float("inf")
         self.best_vector = self._blank_vector()
         self.best_chromosomes = [p[0].clone() for p in self.population]
+        # the last generation's best network and its fitness (Gomez et al. test each
+        # generation's best; with a fitness that is not capped it can trail the record)
+        self.generation_best: tuple[torch.Tensor, float] = (self.best_vector.clone(), -torch.inf)
         self.since_improvement = 0
         self.fruitless_bursts = 0
         self.bursts = 0
@@ -282,6 +285,7 @@ class ESP(Agent):
         # Gomez et al. test each generation's best. Only a strictly better fitness counts as
         # progress for burst mutation.
         best = int(torch.argmax(fitness))
+        self.generation_best = (evaluated[best].clone(), float(fitness[best]))
         improved = bool(fitness[best] > self.best_fitness)
         if improved or (o.newest_best and fitness[best] == self.best_fitness):
             self.best_fitness = float(fitness[best])
@@ -386,6 +390,7 @@ class ESP(Agent):
             "best_fitness": self.best_fitness,
             "best_vector": self.best_vector.clone(),
             "best_chromosomes": [c.clone() for c in self.best_chromosomes],
+            "generation_best": [self.generation_best[0].clone(), self.generation_best[1]],
             "since_improvement": self.since_improvement,
             "fruitless_bursts": self.fruitless_bursts,
             "bursts": self.bursts,
@@ -399,6 +404,8 @@ class ESP(Agent):
         self.best_fitness = float(state["best_fitness"])
         self.best_vector = state["best_vector"].clone()
         self.best_chromosomes = [c.clone() for c in state["best_chromosomes"]]
+        vector, fit = state.get("generation_best", (self.best_vector, -torch.inf))
+        self.generation_best = (vector.clone(), float(fit))
         self.since_improvement = int(state["since_improvement"])
         self.fruitless_bursts = int(state["fruitless_bursts"])
         self.bursts = int(state["bursts"])

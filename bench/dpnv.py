@@ -146,9 +146,10 @@ BALANCED = {"standard": 1000.0, "damping": 0.1}  # the fitness of a 1,000-step b
 
 def generation_best(agent) -> tuple[torch.Tensor, float]:
     """The best network of the generation just evaluated and its training fitness (Gomez et
-    al. test each generation's best). ESP's best-so-far is that network whenever it ties or
-    beats the record (``newest_best``); CoSyNE keeps it (``generation_best``); an EvoTorch
-    agent's comes from its last population."""
+    al. test each generation's best). ESP and CoSyNE keep it (``generation_best``; for ESP
+    before 27 Nov this was its best-so-far, the same network under standard fitness with
+    ``newest_best`` but a stale record under damping fitness); an EvoTorch agent's comes from
+    its last population."""
     if hasattr(agent, "generation_best"):
         vector, fitness = agent.generation_best
         return vector.clone(), float(fitness)
@@ -195,7 +196,11 @@ def run(
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    balance_runs = generation = 0
+    balance_runs = generation = retests_skipped = 0
+    # networks already tested: every test starts from fixed states, so a network that failed
+    # fails again (CoSyNE keeps its best unchanged, and it stays the generation's best for
+    # many generations: the 100,000-step run would repeat)
+    tested: set[bytes] = set()
 
     def counts() -> dict:
         return {
@@ -203,6 +208,7 @@ def run(
             "episodes_run": evaluator.episodes,
             "tests": tests.runs,
             "balance_runs": balance_runs,
+            "retests_skipped": retests_skipped,
         }
 
     try:
@@ -216,6 +222,11 @@ def run(
             vector, best = generation_best(agent)
             if best < BALANCED[fitness] - 1e-9 or generation % test_every:
                 continue
+            key = vector.numpy().tobytes()
+            if key in tested:
+                retests_skipped += 1
+                continue
+            tested.add(key)
             if out["evaluations_100k"] is None and measure_100k:
                 # the standard-fitness column's criterion (Gomez et al.: balance 100,000
                 # steps), measured on its own: the task's "solved" below also needs >= 200/625

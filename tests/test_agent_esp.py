@@ -184,3 +184,32 @@ def test_a_tie_with_the_best_replaces_the_policy_but_is_no_progress(newest_best)
     assert torch.equal(agent.policy_vector(), expected)
     assert agent.best_fitness == 1000.0
     assert agent.since_improvement == 1  # the tie did not count as progress
+
+
+def test_generation_best_is_the_last_generations_best_even_below_the_record():
+    """``generation_best`` (what bench/dpnv.py tests, as Gomez et al. test each generation's
+    best) is the best network of the generation just run, also when it trails the record."""
+    agent = _esp("evolstm/DoublePoleNoVel-v0", subpop_size=8, trials=2)
+    fitnesses = iter([(5, 0.7), (9, 0.4)])  # generation 0: network 5 at 0.7; then 9 at 0.4
+
+    def scripted(vectors):
+        row, value = next(fitnesses)
+        f = torch.zeros(vectors.shape[0], dtype=torch.float64)
+        f[row] = value
+        return f, 10, vectors
+
+    agent.evaluate_networks = scripted
+    tested = []
+    original = agent.networks
+    agent.networks = lambda assignment: tested.append(original(assignment)) or tested[-1]
+    agent.step()
+    assert torch.equal(agent.generation_best[0], tested[0][5])
+    assert agent.generation_best[1] == 0.7
+    agent.step()
+    assert torch.equal(agent.generation_best[0], tested[1][9])
+    assert agent.generation_best[1] == 0.4
+    assert torch.equal(agent.policy_vector(), tested[0][5])  # the record stays the policy
+    twin = _esp("evolstm/DoublePoleNoVel-v0", subpop_size=8, trials=2)
+    twin.load_state_dict(agent.state_dict())
+    assert torch.equal(twin.generation_best[0], tested[1][9])
+    assert twin.generation_best[1] == 0.4

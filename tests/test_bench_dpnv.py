@@ -102,3 +102,34 @@ def test_skip_100k_leaves_that_criterion_unmeasured_and_still_counts_every_episo
     assert row["cells"].split()[4:7] == ["-", "-", "1/1"], row["cells"]
     # popsize 20, whole generations: 5 generations of 20 episodes, all actually run
     assert row["counted"] == row["run"] == "100", out
+
+
+def test_run_tests_each_distinct_generation_best_once(monkeypatch):
+    """CoSyNE keeps its best network unchanged, so it is the generation's best again and again;
+    the tests start from fixed states, so the bench runs them once per distinct network. Every
+    generation's best is made a candidate (threshold below any fitness) and the 100,000-step
+    run replaced by one that fails at once: the networks tested must be exactly the distinct
+    generation bests, in order of first appearance, and the repeats counted as skipped."""
+    bests, tested = [], []
+    best_of, maker = dpnv.generation_best, dpnv.policy_fn_maker
+
+    def recording_best(agent):
+        vector, fitness = best_of(agent)
+        bests.append(vector.numpy().tobytes())
+        return vector, fitness
+
+    def recording_maker(spec, vector):
+        tested.append(vector.numpy().tobytes())
+        return maker(spec, vector)
+
+    monkeypatch.setattr(dpnv, "BALANCED", {"standard": -1.0})
+    monkeypatch.setattr(dpnv, "generation_best", recording_best)
+    monkeypatch.setattr(dpnv, "policy_fn_maker", recording_maker)
+    monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 0)
+    out = dpnv.run("cosyne", "standard", seed=0, budget=300, hidden=1)
+    distinct = list(dict.fromkeys(bests))
+    assert len(distinct) < len(bests)  # the best stayed the best for at least one generation
+    assert tested == distinct
+    assert out["balance_runs"] == len(distinct)
+    assert out["retests_skipped"] == len(bests) - len(distinct)
+    assert out["counted"] == out["episodes_run"]

@@ -136,3 +136,33 @@ def test_the_saved_policy_wins_a_selection_round_on_fresh_episodes():
         winner = candidates[int(np.argmax(scores))]
         torch.testing.assert_close(agent.policy_vector(), winner, rtol=0, atol=0)
         assert agent.best_fitness == scores.max()
+
+
+def test_a_tie_at_the_top_names_a_network_evaluated_in_this_generation():
+    """Every network scores the same (a capped fitness, as double pole's 1,000 steps): the old
+    best keeps its fitness without re-evaluation, but the generation's best must be one of the
+    networks the evaluator ran in this generation, so the bench tests a new one."""
+    batches = []
+
+    class Flat(PopulationEvaluator):
+        def evaluate(self, vectors, seeds, **kwargs):
+            batches.append(vectors.clone())
+            result = super().evaluate(vectors, seeds, **kwargs)
+            result.returns = np.ones_like(result.returns)
+            return result
+
+    env = COUNTED.make()
+    spec = PolicySpec(env.observation_space, env.action_space, hidden=2)
+    ctx = AgentContext(spec, 0, Flat(COUNTED, spec), None)
+    agent = CoSyNE(CoSyNE.Options(popsize=8, select_top=0, reevaluate=False), ctx)
+    agent.step()
+    first_best, _ = agent.generation_best
+    for _ in range(2):
+        agent.step()
+        best, fitness = agent.generation_best
+        assert fitness == 1.0
+        # all tie, so nothing is marked: the survivors (the old best first) keep their
+        # fitness and are not run again; only the 4 children are, and the best is one of them
+        assert batches[-1].shape[0] == 4
+        assert (batches[-1] == best).all(dim=1).any()
+        assert not torch.equal(best, first_best)
