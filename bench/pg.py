@@ -96,7 +96,17 @@ def run_evolstm(
             )
             mean = float(res.returns.mean())
             if curve:
-                print(f"         evolstm eval at {steps} steps: {mean:.1f}", flush=True)
+                print(
+                    f"         evolstm eval at {steps} steps: {mean:.1f}"
+                    + _stats(
+                        metrics["entropy"],
+                        2 * metrics["value_loss"],  # 0.5 * MSE here, MSE on sb3's side
+                        metrics["explained_variance"],
+                        metrics["approx_kl"],
+                        metrics["clip_fraction"],
+                    ),
+                    flush=True,
+                )
             if mean >= THRESHOLD:
                 result.update(solved_steps=steps, solved_s=train_s, eval=mean)
                 break
@@ -104,6 +114,14 @@ def run_evolstm(
     evaluator.close()
     result.update(steps=steps, train_s=train_s, **parts)
     return result
+
+
+def _stats(entropy: float, value_mse: float, ev: float, kl: float, clip_frac: float) -> str:
+    """The last update's statistics, in the same units on both sides (``--curve``)."""
+    return (
+        f" | last update: entropy {entropy:.3f}, value MSE {value_mse:.4f}, "
+        f"explained var {ev:.2f}, approx KL {kl:.4f}, clip frac {clip_frac:.3f}"
+    )
 
 
 def _sb3_eval(model, vecnorm, seeds: list[int]) -> float:
@@ -127,7 +145,7 @@ def _sb3_eval(model, vecnorm, seeds: list[int]) -> float:
     return float(returns.mean())
 
 
-def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
+def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int, curve: bool = False) -> dict:
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -183,6 +201,19 @@ def run_sb3(seed: int, eval_every: int, episodes: int, max_steps: int) -> dict:
             train_s = e0 - self.t0 - self.eval_s  # training only, up to this evaluation
             mean = _sb3_eval(self.model, venv, seeds)
             self.eval_s += time.perf_counter() - e0
+            if curve:  # the last train()'s records are still in the logger (dumped after this)
+                log = self.model.logger.name_to_value
+                print(
+                    f"         sb3     eval at {self.num_timesteps} steps: {mean:.1f}"
+                    + _stats(
+                        -log.get("train/entropy_loss", float("nan")),
+                        log.get("train/value_loss", float("nan")),
+                        log.get("train/explained_variance", float("nan")),
+                        log.get("train/approx_kl", float("nan")),
+                        log.get("train/clip_fraction", float("nan")),
+                    ),
+                    flush=True,
+                )
             if mean >= THRESHOLD:
                 result.update(solved_steps=self.num_timesteps, solved_s=train_s, eval=mean)
                 self.solved = True
@@ -219,7 +250,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--skip-sb3", action="store_true")
-    parser.add_argument("--curve", action="store_true", help="print every evolstm evaluation")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="print every evaluation of both sides with the last update's statistics",
+    )
     parser.add_argument(
         "--set", nargs="*", default=[], help="overrides of the evolstm config (agent.critic=shared)"
     )
@@ -245,7 +280,7 @@ def main() -> None:
         )
         if args.skip_sb3:
             continue
-        theirs = run_sb3(seed, args.eval_every, args.episodes, args.max_steps)
+        theirs = run_sb3(seed, args.eval_every, args.episodes, args.max_steps, args.curve)
         print(_fmt(theirs), flush=True)
         if ours["solved_steps"] and theirs["solved_steps"]:
             r_steps = ours["solved_steps"] / theirs["solved_steps"]
