@@ -2,7 +2,7 @@
 
 For each method x fitness function x seed, the agent trains on ``evolstm/DoublePoleNoVel-v0``
 (1,000-step training episodes) until its best network passes the task's own success test
-(:meth:`envs.pole_success.pole_success_test`: 100,000 steps from the standard
+(:func:`envs.pole_success.pole_success_test`: 100,000 steps from the standard
 start and at least 200 of the 625 generalisation starts) or the evaluation budget runs out (a
 failure). An *evaluation* is one episode of one network (the papers' unit). Each generation's
 best network meets the tests when it balanced the 1,000 training steps; a network already
