@@ -133,12 +133,12 @@ def _derivatives_rows(rows: np.ndarray, force: np.ndarray) -> np.ndarray:
     covers all poles at once on contiguous rows, and numpy's per-call overhead dominates a
     small batch (an ESP generation: 50 networks)."""
     poles = (rows.shape[0] - 2) // 2
-    mass, half = _POLE_COLUMNS[poles]
+    mass, half, mass_half, mass_075 = _POLE_COLUMNS[poles]
     theta, theta_dot = rows[2::2], rows[3::2]  # [K, N]
     cos, sin = np.cos(theta), np.sin(theta)
     g_sin = GRAVITY * sin
-    friction = MU_P * theta_dot / (mass * half)
-    effective_force = mass * half * theta_dot**2 * sin + 0.75 * mass * cos * (friction + g_sin)
+    friction = MU_P * theta_dot / mass_half
+    effective_force = mass_half * theta_dot**2 * sin + mass_075 * cos * (friction + g_sin)
     effective_mass = mass * (1.0 - 0.75 * cos**2)
     x_acc = (force + effective_force.sum(axis=0)) / (CART_MASS + effective_mass.sum(axis=0))
     derivative = np.empty_like(rows)
@@ -149,8 +149,17 @@ def _derivatives_rows(rows: np.ndarray, force: np.ndarray) -> np.ndarray:
     return derivative
 
 
-# (masses, half-lengths) as [K, 1] columns for _derivatives_rows, K = 1 or 2 poles
-_POLE_COLUMNS = {k: (POLE_MASSES[:k, None], HALF_LENGTHS[:k, None]) for k in (1, 2)}
+# [K, 1] columns for _derivatives_rows, K = 1 or 2 poles: masses, half-lengths, and the
+# products pole_derivatives forms first (mass * half, 0.75 * mass), formed once here
+_POLE_COLUMNS = {
+    k: (
+        POLE_MASSES[:k, None],
+        HALF_LENGTHS[:k, None],
+        POLE_MASSES[:k, None] * HALF_LENGTHS[:k, None],
+        0.75 * POLE_MASSES[:k, None],
+    )
+    for k in (1, 2)
+}
 
 
 def advance(state: np.ndarray, action: np.ndarray) -> np.ndarray:

@@ -269,7 +269,7 @@ def _reference_generalization(policy_fn, velocities: bool, seen: list[np.ndarray
     return np.array(failed_before)
 
 
-@pytest.mark.parametrize("network", ["champion", "random1", "random2", "lqr"])
+@pytest.mark.parametrize("network", ["champion", "random1", "lqr"])
 def test_generalization_test_equals_the_vector_env_start_by_start(network):
     """Stepping only the carts still balancing gives every start the same trajectory (the
     observations of each start, bit for bit, until it falls) and the same count."""
