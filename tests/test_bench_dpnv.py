@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
+
 from bench import dpnv
+from evolstm.errors import ConfigError
 
 BUDGET = 300
 ROW = re.compile(
@@ -133,3 +136,68 @@ def test_run_tests_each_distinct_generation_best_once(monkeypatch):
     assert out["balance_runs"] == len(distinct)
     assert out["retests_skipped"] == len(bests) - len(distinct)
     assert out["counted"] == out["episodes_run"]
+
+
+def test_min_generalization_keeps_evolving_past_a_champion_below_the_stricter_mark(monkeypatch):
+    """``min_generalization`` is a stricter criterion, not a relabelling: every generation's
+    best is made a candidate and the tests are replaced by a script in which the champions
+    score 250, 260, 310 of 625 and all balance 100,000 steps. Under the task's own mark (200)
+    the run is solved by the first champion (one generation, 20 evaluations); at 300 it goes
+    on to the third (60 evaluations, generalisation 310); at 400 it is never solved."""
+    scores = {"default": [], 300: [], 400: []}
+
+    def scripted(key):
+        def generalization(policy_fn, *, stop_below=None, **kwargs):
+            score = [250, 260, 310][min(len(scores[key]), 2)]
+            scores[key].append((score, stop_below))
+            return score
+
+        class Tests:
+            runs = 0
+
+            def __init__(self, factory, spec):
+                pass
+
+            def __call__(self, vector, *, stop_early=False):
+                # the task's own verdict: 100,000 steps and >= 200 (the last score screened)
+                return {
+                    "solved": True,
+                    "balance_steps": 100_000,
+                    "generalization": scores[key][-1][0],
+                }
+
+        monkeypatch.setattr(dpnv, "generalization_test", generalization)
+        monkeypatch.setattr(dpnv, "SuccessTests", Tests)
+
+    monkeypatch.setattr(dpnv, "BALANCED", {"damping": -1.0})
+    runs = {}
+    for key in scores:
+        scripted(key)
+        extra = {} if key == "default" else {"min_generalization": key}
+        runs[key] = dpnv.run(
+            "snes", "damping", seed=0, budget=100, hidden=1, measure_100k=False, **extra
+        )
+    popsize = dpnv.OPTIONS["snes"]["popsize"]
+    assert runs["default"]["evaluations"] == popsize
+    assert runs["default"]["generalization"] == 250
+    assert [s for s, _ in scores["default"]] == [250]
+    assert runs[300]["evaluations"] == 3 * popsize
+    assert runs[300]["generalization"] == 310
+    assert scores[300] == [(250, 300), (260, 300), (310, 300)]  # the screen stops below 300
+    assert runs[400]["evaluations"] is None  # a failure at the budget: 5 generations screened
+    assert len(scores[400]) == 5 and runs[400]["counted"] == 100
+
+
+def test_min_generalization_is_named_in_the_printout_and_checked(capsys):
+    args = ["--methods", "snes", "--fitness", "damping", "--seeds", "1", "--hidden", "1"]
+    dpnv.main([*args, "--budget", "20", "--skip-100k", "--min-generalization", "300"])
+    out = capsys.readouterr().out
+    assert "STRICTER than the task's own test: 100,000 steps and >= 300/625" in out
+    dpnv.main([*args, "--budget", "20", "--skip-100k"])
+    out = capsys.readouterr().out
+    assert "STRICTER" not in out and "solved = the task's own test" in out
+    for bad in ("199", "626"):
+        with pytest.raises(SystemExit):
+            dpnv.main([*args, "--budget", "20", "--min-generalization", bad])
+    with pytest.raises(ConfigError, match="min_generalization=100"):
+        dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, min_generalization=100)
