@@ -268,7 +268,9 @@ def run(
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    balance_runs = generation = retests_skipped = 0
+    balance_runs = generation = retests_skipped = screens = 0
+    train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
+    started = time.perf_counter()
     # networks already tested: every test starts from fixed states, so a network that failed
     # fails again (CoSyNE keeps its best unchanged, and it stays the generation's best for
     # many generations: the 100,000-step run would repeat)
@@ -281,11 +283,16 @@ def run(
             "tests": tests.runs,
             "balance_runs": balance_runs,
             "retests_skipped": retests_skipped,
+            "screens": screens,
+            "seconds": round(time.perf_counter() - started, 1),
+            "train_seconds": round(train_seconds, 1),
         }
 
     try:
         while evaluations < budget:
+            step_start = time.perf_counter()
             metrics = agent.step()
+            train_seconds += time.perf_counter() - step_start
             # ESP reports episodes; an EvoTorch agent the members it evaluated
             evaluations += int(
                 metrics.get("evaluations") or metrics["members_evaluated"] * episodes
@@ -315,6 +322,7 @@ def run(
                         continue  # the same network cannot pass the (stricter) test
                 else:
                     continue  # nor this one (it fell before 100,000 steps)
+            screens += 1
             if (
                 generalization_test(
                     make_fn(spec, vector)(),
