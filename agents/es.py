@@ -44,6 +44,20 @@ class ESOptions(AgentOptions):
     episodes: int = pydantic.Field(1, ge=1, description="episodes per member per generation (E)")
     stdev_init: float = pydantic.Field(0.1, gt=0, description="initial search stdev")
     obs_norm: bool = pydantic.Field(True, description="normalise observations (running stats)")
+    restart_after: int | None = pydantic.Field(
+        None,
+        ge=1,
+        description="restart the search after this many generations in a row without a new "
+        "best training fitness of the current distribution: a fresh centre (a new draw of the "
+        "policy's initialisation) and the initial stdev; every evaluation stays counted "
+        "(None: never restart)",
+    )
+    restart_below: float | None = pydantic.Field(
+        None,
+        description="restarts fire only while the best training fitness so far is below this "
+        "(e.g. a capped episode return, where members tie at the cap and a stalled best means "
+        "nothing; None: no limit)",
+    )
 
 
 # Every class (and bound method) an EvoTorch searcher's state refers to, found by pickling
@@ -92,7 +106,7 @@ class EvoTorchAgent(Agent):
         super().__init__(options, ctx)
         from agents._evotorch import EvaluatorProblem
 
-        center = init_vector(ctx.policy_spec, torch.Generator().manual_seed(ctx.seed))
+        center = self.initial_center(0)
         self.problem = EvaluatorProblem(
             ctx.evaluator,
             center.numel(),
@@ -104,6 +118,19 @@ class EvoTorchAgent(Agent):
         self.searcher = self.build_searcher(self.problem, center)
         self.best_vector = center.clone()
         self.best_fitness = -np.inf
+        # restarts (ESOptions.restart_after): how many so far, the current distribution's best
+        # generation fitness and the generations since it last improved
+        self.restarts = 0
+        self.run_best = -np.inf
+        self.stale = 0
+
+    def initial_center(self, restart: int) -> torch.Tensor:
+        """The centre ``[D]`` of the ``restart``-th distribution (0: the first): the policy's
+        initialisation drawn from the run's seed (restart 0) or from ``(seed, restart)``."""
+        seed = self.ctx.seed
+        if restart:
+            seed = int(np.random.SeedSequence([self.ctx.seed, restart]).generate_state(1)[0])
+        return init_vector(self.ctx.policy_spec, torch.Generator().manual_seed(seed))
 
     def build_searcher(self, problem: Problem, center: torch.Tensor) -> SearchAlgorithm:
         raise NotImplementedError
@@ -131,7 +158,27 @@ class EvoTorchAgent(Agent):
         metrics.update(result.timings)  # time_env_s, time_policy_s (+ time_ray_s on Ray)
         if "stdev" in self.searcher.status:
             metrics["stdev_mean"] = float(torch.as_tensor(self.searcher.status["stdev"]).mean())
+        self.maybe_restart(float(fitness.max()))
+        metrics["restarts"] = float(self.restarts)
         return metrics
+
+    def maybe_restart(self, generation_best: float) -> None:
+        """Count a stalled generation (its best is no better than the current distribution's
+        best so far) and, after ``restart_after`` in a row while the best ever is below
+        ``restart_below``, replace the searcher by a new one around :meth:`initial_center`
+        with the initial stdev (the same problem: episode seeds and counters go on)."""
+        o: ESOptions = self.options  # type: ignore[assignment]
+        if generation_best > self.run_best:
+            self.run_best, self.stale = generation_best, 0
+            return
+        self.stale += 1
+        if o.restart_after is None or self.stale < o.restart_after:
+            return
+        if o.restart_below is not None and self.best_fitness >= o.restart_below:
+            return
+        self.restarts += 1
+        self.run_best, self.stale = -np.inf, 0
+        self.searcher = self.build_searcher(self.problem, self.initial_center(self.restarts))
 
     def update_best(self, values: torch.Tensor, fitness: np.ndarray) -> dict[str, float]:
         """Track the best member by training fitness (``values [P, D]``, ``fitness [P]``);
@@ -162,6 +209,9 @@ class EvoTorchAgent(Agent):
             "searcher": searcher,
             "best_vector": self.best_vector.clone(),
             "best_fitness": self.best_fitness,
+            "restarts": self.restarts,
+            "run_best": self.run_best,
+            "stale": self.stale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +221,9 @@ class EvoTorchAgent(Agent):
         self.problem = searcher.problem
         self.best_vector = state["best_vector"].clone()
         self.best_fitness = float(state["best_fitness"])
+        self.restarts = int(state.get("restarts", 0))  # checkpoints before 27 Nov lack these
+        self.run_best = float(state.get("run_best", -np.inf))
+        self.stale = int(state.get("stale", 0))
 
 
 class PGPEOptions(ESOptions):
@@ -257,10 +310,13 @@ class CMAES(EvoTorchAgent):
 
 class NESOptions(ESOptions):
     center_lr: float | None = pydantic.Field(
-        None, gt=0, description="centre learning rate (None: the NES default)"
+        None, gt=0, description="centre learning rate (None: the NES default, 1.0)"
     )
     stdev_lr: float | None = pydantic.Field(
-        None, gt=0, description="stdev learning rate (None: the NES default)"
+        None,
+        gt=0,
+        description="stdev learning rate as a multiple of the NES default (EvoTorch scales it: "
+        "SNES (3 + ln D) / (5 sqrt D), XNES 0.6 (3 + ln D) / (D sqrt D); None: 1.0)",
     )
 
 

@@ -27,9 +27,12 @@ is a cell's incoming weights only, since the readout is not evolved):
    pseudo-inverse solution). It is written into the network's ``readout.W``/``readout.b``.
 3. Fitness (maximised) is minus the mean squared error of a **free-running** pass: time
    series run ``fitness_windows`` windows of the training steps in one batch, each
-   teacher-forced for ``washout`` steps and then fed back its own prediction for
-   ``fitness_horizon`` steps. a^n b^n c^n has no feedback (the inputs are the strings), so
-   its fitness is the error on the training strings.
+   teacher-forced for ``washout`` steps from the zero state (``fitness_state: washout``) or
+   starting from the state that step 1's teacher-forced pass reached at the window's first
+   step (``fitness_state: training``: every earlier training step seen, as for the readout's
+   features and as in a test after a long teacher-forced stretch), and then fed back its own
+   prediction for ``fitness_horizon`` steps. a^n b^n c^n has no feedback (the inputs are
+   the strings), so its fitness is the error on the training strings.
 
 With ``elite``, each generation after the first also evaluates the best network so far
 (rebuilt from its chromosomes), so those chromosomes keep the credit of the best network
@@ -71,6 +74,13 @@ class EvolinoOptions(ESPOptions):
     )
     fitness_horizon: int | None = pydantic.Field(
         None, ge=1, description="free-running steps per window (None: the task's test length)"
+    )
+    fitness_state: Literal["washout", "training"] = pydantic.Field(
+        "washout",
+        description="where a free-running fitness window's state comes from: 'washout' "
+        "(teacher-forced for the dataset's washout steps from the zero state) or 'training' "
+        "(the teacher-forced training pass's state at the window's first step, the state the "
+        "readout was fitted on; costs only the free-running steps)",
     )
     elite: bool = pydantic.Field(
         False,
@@ -186,6 +196,8 @@ class Evolino(ESP):
             self._plan_windows(options)
 
     def _plan_windows(self, o: EvolinoOptions) -> None:
+        from envs.sequence_env import segments
+
         data = self.dataset
         washout = data.washout.stop
         horizon = o.fitness_horizon or (data.test.stop - data.test.start)
@@ -194,6 +206,14 @@ class Evolino(ESP):
         starts = np.linspace(first, data.train.stop - horizon, o.fitness_windows)
         self.window_starts = torch.as_tensor(np.round(starts).astype(np.int64))
         self.window_washout, self.horizon = washout, horizon
+        # fitness_state "training": window w starts from the training pass's state after
+        # padded step capture_steps[w] of sequence capture_seqs[w] (-1: the zero state).
+        self.capture_seqs = torch.zeros(len(starts), dtype=torch.long)
+        self.capture_steps = torch.zeros(len(starts), dtype=torch.long)
+        seqs = segments(data.sequence_starts, 0, data.train.stop)
+        for w, s in enumerate(self.window_starts.tolist()):
+            b = next(i for i, (a, z) in enumerate(seqs) if a <= s < z)
+            self.capture_seqs[w], self.capture_steps[w] = b, s - seqs[b][0] - 1
 
     def assign(self) -> torch.Tensor:
         """ESP's assembly, plus (``elite``) one more network: the best so far. Each of its
@@ -226,30 +246,49 @@ class Evolino(ESP):
             y = y.flatten(start_dim=-3)
         return y, state
 
-    def _teacher_forced_features(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``Phi [N, M, F]`` on the scored training steps."""
+    def _teacher_forced_features(
+        self, params: dict[str, torch.Tensor], capture: bool = False
+    ) -> tuple[torch.Tensor, Any]:
+        """``Phi [N, M, F]`` on the scored training steps, and (``capture``) the state at the
+        start of every fitness window (each tensor ``[N, W, H]``), else ``None``."""
         n = next(iter(params.values())).shape[0]
         b, length, _ = self.train_inputs.shape
         state = self.core.init_state((n, b))
+        windows = self.core.init_state((n, len(self.window_starts))) if capture else None
+        at: dict[int, list[int]] = {}
+        if capture:
+            for w, t in enumerate(self.capture_steps.tolist()):
+                at.setdefault(t, []).append(w)
         out = []
         for t in range(length):
             x = self.train_inputs[:, t].expand(n, b, -1)
             y, state = self._features(params, x, state)
             out.append(y)
+            for w in at.get(t, []):
+                seq = int(self.capture_seqs[w])
+                for layer, layer_state in zip(windows, state, strict=True):
+                    for tensor, source in zip(layer, layer_state, strict=True):
+                        tensor[:, w] = source[:, seq]
         feats = torch.stack(out, dim=2)  # [N, B, L, F]
-        return feats[:, self.scored]  # [N, M, F] (row-major over B then L)
+        return feats[:, self.scored], windows  # [N, M, F] (row-major over B then L)
 
-    def _free_running_error(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean squared error ``[N]`` of the free-running windows."""
+    def _free_running_error(
+        self, params: dict[str, torch.Tensor], state: Any = None
+    ) -> torch.Tensor:
+        """Mean squared error ``[N]`` of the free-running windows, each teacher-forced for the
+        washout steps from the zero state, or (``state`` given, tensors ``[N, W, H]``) from
+        that state with no washout."""
         n = next(iter(params.values())).shape[0]
         w, b = params["readout.W"], params["readout.b"]
         starts = self.window_starts
-        state = self.core.init_state((n, len(starts)))
+        washout = self.window_washout if state is None else 0
+        if state is None:
+            state = self.core.init_state((n, len(starts)))
         squared = torch.zeros(n)
         prediction = None
-        for j in range(self.window_washout + self.horizon):
-            t = starts - self.window_washout + j  # [B] time index of each window
-            if j <= self.window_washout or prediction is None:
+        for j in range(washout + self.horizon):
+            t = starts - washout + j  # [B] time index of each window
+            if j <= washout or prediction is None:
                 x = self.inputs[t].expand(n, -1, -1)
             elif self.normalizer is not None:
                 x = self.normalizer(prediction)
@@ -257,7 +296,7 @@ class Evolino(ESP):
                 x = prediction
             y, state = self._features(params, x, state)
             prediction = torch.bmm(y, w) + b.unsqueeze(1)  # [N, B, O]
-            if j >= self.window_washout:
+            if j >= washout:
                 squared += ((prediction - self.targets[t]) ** 2).mean(dim=(1, 2))
         return squared / self.horizon
 
@@ -266,7 +305,8 @@ class Evolino(ESP):
         with torch.inference_mode(), single_torch_thread():
             vectors = vectors.clone()
             params = unflatten(self.layout, vectors)
-            phi = self._teacher_forced_features(params)
+            from_training = self.free_running and o.fitness_state == "training"
+            phi, window_state = self._teacher_forced_features(params, capture=from_training)
             w, b = solve_readout(phi, self.train_targets, ridge=o.ridge, solver=o.solver)
             params["readout.W"].copy_(w)
             params["readout.b"].copy_(b)
@@ -275,8 +315,9 @@ class Evolino(ESP):
             n = vectors.shape[0]
             steps = n * int(self.scored.shape[0] * self.scored.shape[1])
             if self.free_running:
-                error = self._free_running_error(params)
-                steps += n * len(self.window_starts) * (self.window_washout + self.horizon)
+                error = self._free_running_error(params, window_state)
+                washout = 0 if from_training else self.window_washout
+                steps += n * len(self.window_starts) * (washout + self.horizon)
             else:
                 error = self.last_train_mse
             error = torch.nan_to_num(error.double(), nan=1e12, posinf=1e12)

@@ -168,3 +168,53 @@ def test_elite_re_evaluates_the_best_network_so_far():
         # ... with the same cell weights (the readout is re-solved to the same values)
         ro = agent.layout["readout.W"].offset
         assert torch.equal(inputs[-1][-1][:ro], vector_before[:ro])
+
+
+def _window_mse(policy, data, starts, horizon: int, washout: int | None) -> float:
+    """Mean over ``starts`` of the free-running MSE of ``horizon`` steps, each window
+    teacher-forced from the zero state for ``washout`` steps (``None``: from step 0)."""
+    squared = []
+    for start in starts:
+        first = 0 if washout is None else start - washout
+        window = type(data)(
+            name="w",
+            inputs=data.inputs[first : start + horizon],
+            targets=data.targets[first : start + horizon],
+            washout=slice(0, start - first),
+            train=slice(start - first, start - first),
+            test=slice(start - first, start - first + horizon),
+            sequence_starts=np.eye(1, start + horizon - first, dtype=bool)[0],
+        )
+        squared.append(np.mean((free_run(policy, window) - window.targets[window.test]) ** 2))
+    return float(np.mean(squared))
+
+
+@pytest.mark.parametrize("state", ["training", "washout"])
+def test_fitness_window_state_training_or_washout(state):
+    """``fitness_state: training``: each fitness window starts from the teacher-forced training
+    pass's state, so the fitness equals the saved policy run teacher-forced over every step
+    before the window (from step 0) and then free; ``washout`` (the default): teacher-forced
+    for the washout steps only. The two differ for the same network."""
+    task = {"num_sines": 2, "washout": 20, "train_length": 120, "test_length": 30}
+    agent, env = _evolino(
+        "evolstm/Sines-v0",
+        task,
+        hidden=4,
+        subpop_size=4,
+        trials=1,
+        fitness_windows=3,
+        input_scale=0.01,
+        fitness_state=state,
+    )
+    agent.step()
+    policy = RecurrentPolicy(
+        agent.ctx.policy_spec, vector=agent.policy_vector(), obs_norm=agent.obs_normalizer()
+    )
+    starts = agent.window_starts.tolist()
+    assert starts == [20, 55, 90]
+    full = _window_mse(policy, env.dataset, starts, 30, washout=None)
+    short = _window_mse(policy, env.dataset, starts, 30, washout=20)
+    # the fitness matches its own reference to float32 round-off (~1e-5 here), while the
+    # two references differ by ~3e-3 (these cells forget the zero start quickly)
+    assert np.isclose(-agent.best_fitness, full if state == "training" else short, rtol=5e-5)
+    assert not np.isclose(full, short, rtol=1e-3), (full, short)

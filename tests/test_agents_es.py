@@ -138,3 +138,74 @@ def test_evotorch_is_imported_without_pycma_and_cma_stays_importable_afterwards(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "CMAEvolutionStrategy"
+
+
+class ScriptedEvaluator:
+    """Every member of generation ``g`` gets the fitness ``script[g]`` (one-step episodes):
+    a stall is then exactly a generation whose value is no higher than an earlier one."""
+
+    def __init__(self, script: list[float]) -> None:
+        self.script, self.calls = script, 0
+
+    def evaluate(self, vectors, seeds, *, obs_norm=None, collect_stats=False):
+        from evolstm.rollouts.evaluation import EvaluationResult
+
+        value = self.script[self.calls]
+        self.calls += 1
+        shape = (vectors.shape[0], len(seeds))
+        return EvaluationResult(
+            returns=np.full(shape, value), lengths=np.ones(shape, int), env_steps=shape[0]
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _scripted(name: str, script: list[float], **options):
+    spec = PolicySpec(CARTPOLE.make().observation_space, CARTPOLE.make().action_space, hidden=2)
+    cls = available_agents()[name]
+    ctx = AgentContext(spec, 5, ScriptedEvaluator(script), None)
+    return cls(cls.Options(popsize=6, stdev_init=0.3, obs_norm=False, **options), ctx)
+
+
+@pytest.mark.parametrize("name", ["snes", "cmaes"])
+def test_restart_after_the_configured_stall_starts_a_new_distribution(name):
+    """Generations 1-2 improve, 3-5 do not: with ``restart_after=3`` the search restarts
+    after generation 5 (not before), around the next initialisation draw with the initial
+    stdev; generation 6's fitness then counts as the new distribution's first best."""
+    script = [1.0, 2.0, 2.0, 1.0, 2.0, 0.5, 0.5, 0.5, 0.5]
+    agent = _scripted(name, script, restart_after=3)
+    first = agent.initial_center(0)
+    torch.testing.assert_close(agent.policy_vector(), first, rtol=0, atol=0)
+    restarts = [agent.step()["restarts"] for _ in range(5)]
+    assert restarts == [0, 0, 0, 0, 1]
+    fresh = agent.initial_center(1)
+    assert not torch.equal(fresh, first)
+    torch.testing.assert_close(agent.policy_vector(), fresh, rtol=0, atol=0)
+    stdev = agent.searcher.status["stepsize" if name == "cmaes" else "stdev"]
+    torch.testing.assert_close(torch.as_tensor(stdev).float().mean(), torch.tensor(0.3))
+    # 0.5 < the old best 2.0, yet it is the new distribution's first best: no stall counted
+    assert [agent.step()["restarts"] for _ in range(4)] == [1, 1, 1, 2]
+
+
+def test_no_restart_once_the_best_reached_restart_below():
+    script = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    stalled = _scripted("snes", script, restart_after=2, restart_below=2.0)
+    assert [stalled.step()["restarts"] for _ in range(6)] == [0] * 6
+    below = _scripted("snes", script, restart_after=2, restart_below=2.5)
+    assert [below.step()["restarts"] for _ in range(6)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_restart_state_resumes_exactly():
+    script = [1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    agent = _scripted("snes", script, restart_after=2)
+    for _ in range(6):
+        agent.step()
+    state = agent.state_dict()
+    assert (state["restarts"], state["run_best"], state["stale"]) == (1, 3.0, 1)
+    twin = _scripted("snes", script, restart_after=2)
+    twin.load_state_dict(state)
+    twin.problem.evaluator.calls = 6
+    steps = [(agent.step()["restarts"], twin.step()["restarts"]) for _ in range(4)]
+    assert steps == [(2, 2), (2, 2), (2, 2), (3, 3)]
+    torch.testing.assert_close(agent.policy_vector(), twin.policy_vector(), rtol=0, atol=0)
