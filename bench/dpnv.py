@@ -212,8 +212,10 @@ def run(
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    balance_runs = generation = retests_skipped = candidates = 0
+    balance_runs = generation = retests_skipped = screens = candidates = 0
     best_fitness = -np.inf  # the best generation-best training fitness of the run
+    train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
+    started = time.perf_counter()
     # networks already tested: every test starts from fixed states, so a network that failed
     # fails again (CoSyNE keeps its best unchanged, and it stays the generation's best for
     # many generations: the 100,000-step run would repeat)
@@ -228,11 +230,16 @@ def run(
             "retests_skipped": retests_skipped,
             "candidates": candidates,
             "best_fitness": round(best_fitness, 4),
+            "screens": screens,
+            "seconds": round(time.perf_counter() - started, 1),
+            "train_seconds": round(train_seconds, 1),
         }
 
     try:
         while evaluations < budget:
+            step_start = time.perf_counter()
             metrics = agent.step()
+            train_seconds += time.perf_counter() - step_start
             # ESP reports episodes; an EvoTorch agent the members it evaluated
             evaluations += int(
                 metrics.get("evaluations") or metrics["members_evaluated"] * episodes
@@ -264,6 +271,7 @@ def run(
                         continue  # the same network cannot pass the (stricter) test
                 else:
                     continue  # nor this one (it fell before 100,000 steps)
+            screens += 1
             if (
                 generalization_test(
                     policy_fn_maker(spec, vector)(),
