@@ -268,7 +268,8 @@ def run(
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    balance_runs = generation = retests_skipped = screens = 0
+    balance_runs = generation = retests_skipped = screens = candidates = 0
+    best_fitness = -np.inf  # the best generation-best training fitness of the run
     train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
     started = time.perf_counter()
     # networks already tested: every test starts from fixed states, so a network that failed
@@ -283,6 +284,8 @@ def run(
             "tests": tests.runs,
             "balance_runs": balance_runs,
             "retests_skipped": retests_skipped,
+            "candidates": candidates,
+            "best_fitness": round(best_fitness, 4),
             "screens": screens,
             "seconds": round(time.perf_counter() - started, 1),
             "train_seconds": round(train_seconds, 1),
@@ -299,6 +302,7 @@ def run(
             )
             generation += 1
             vector, best = generation_best(agent)
+            best_fitness = max(best_fitness, best)
             if best < BALANCED[fitness] - 1e-9 or generation % test_every:
                 continue
             key = vector.numpy().tobytes()
@@ -306,6 +310,7 @@ def run(
                 retests_skipped += 1
                 continue
             tested.add(key)
+            candidates += 1  # a distinct generation best that balanced the 1,000 steps
             if out["evaluations_100k"] is None and measure_100k:
                 # the standard-fitness column's criterion (Gomez et al.: balance 100,000
                 # steps), measured on its own: the task's "solved" below also needs >= 200/625
