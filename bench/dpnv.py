@@ -212,7 +212,10 @@ def run(
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    balance_runs = generation = retests_skipped = 0
+    balance_runs = generation = retests_skipped = screens = candidates = 0
+    best_fitness = -np.inf  # the best generation-best training fitness of the run
+    train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
+    started = time.perf_counter()
     # networks already tested: every test starts from fixed states, so a network that failed
     # fails again (CoSyNE keeps its best unchanged, and it stays the generation's best for
     # many generations: the 100,000-step run would repeat)
@@ -225,17 +228,25 @@ def run(
             "tests": tests.runs,
             "balance_runs": balance_runs,
             "retests_skipped": retests_skipped,
+            "candidates": candidates,
+            "best_fitness": round(best_fitness, 4),
+            "screens": screens,
+            "seconds": round(time.perf_counter() - started, 1),
+            "train_seconds": round(train_seconds, 1),
         }
 
     try:
         while evaluations < budget:
+            step_start = time.perf_counter()
             metrics = agent.step()
+            train_seconds += time.perf_counter() - step_start
             # ESP reports episodes; an EvoTorch agent the members it evaluated
             evaluations += int(
                 metrics.get("evaluations") or metrics["members_evaluated"] * episodes
             )
             generation += 1
             vector, best = generation_best(agent)
+            best_fitness = max(best_fitness, best)
             if best < BALANCED[fitness] - 1e-9 or generation % test_every:
                 continue
             key = vector.numpy().tobytes()
@@ -243,6 +254,7 @@ def run(
                 retests_skipped += 1
                 continue
             tested.add(key)
+            candidates += 1  # a distinct generation best that balanced the 1,000 steps
             if out["evaluations_100k"] is None and measure_100k:
                 # the standard-fitness column's criterion (Gomez et al.: balance 100,000
                 # steps), measured on its own: the task's "solved" below also needs >= 200/625
@@ -259,6 +271,7 @@ def run(
                         continue  # the same network cannot pass the (stricter) test
                 else:
                     continue  # nor this one (it fell before 100,000 steps)
+            screens += 1
             if (
                 generalization_test(
                     policy_fn_maker(spec, vector)(),

@@ -134,6 +134,7 @@ def test_run_tests_each_distinct_generation_best_once(monkeypatch):
     assert len(distinct) < len(bests)  # the best stayed the best for at least one generation
     assert tested == distinct
     assert out["balance_runs"] == len(distinct)
+    assert out["candidates"] == len(distinct)  # every generation's best was a candidate
     assert out["retests_skipped"] == len(bests) - len(distinct)
     assert out["counted"] == out["episodes_run"]
 

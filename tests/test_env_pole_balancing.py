@@ -108,6 +108,22 @@ def test_force_is_ten_newton_times_action_and_at_least_ten_over_256():
     )
 
 
+@pytest.mark.parametrize("poles", [1, 2])
+def test_action_step_equals_two_rk4_steps_bit_for_bit(poles):
+    """``advance`` (row-wise arithmetic on the transposed state) gives the same bits as
+    :func:`rk4_step` of :func:`pole_derivatives` on ``[N, S]`` (the reference layout)."""
+    rng = np.random.default_rng(10 + poles)
+    size = 2 + 2 * poles
+    states = rng.uniform(-1, 1, size=(300, size)) * np.tile([2.0, 1.5], poles + 1)
+    for actions in (rng.uniform(-1.2, 1.2, size=(300, 1)), np.zeros((300, 1))):
+        want = states
+        for _ in range(2):
+            want = rk4_step(want, action_to_force(actions))
+        got = advance(states, actions)
+        assert got.flags.c_contiguous and np.array_equal(got, want)
+        assert not np.array_equal(got, states)
+
+
 @pytest.mark.parametrize("angles", [(0.05,), (-0.05,), (0.05, -0.02), (-0.1, 0.03)])
 def test_poles_fall_away_from_vertical_under_zero_force(angles):
     state = np.zeros((1, 2 + 2 * len(angles)))
@@ -305,9 +321,9 @@ def test_generalization_test_counts_balanced_starts():
         return np.zeros((len(obs), 1))
 
     assert generalization_test(zero_policy) == 0
-    assert len(seen_starts) == 1000 and seen_starts[0].all() and seen_starts[0].shape == (625,)
-    # After a failure, the slot's next observation opens a new episode (NEXT_STEP autoreset).
-    assert seen_starts[50].any() and not seen_starts[1].any()
+    # every start falls: the test ends at the last failure, before 1,000 steps
+    assert 1 < len(seen_starts) < 1000 and seen_starts[0].shape == (625,)
+    assert seen_starts[0].all() and not any(s.any() for s in seen_starts[1:])
     # A linear controller designed on the transcribed equations balances most starts.
     assert generalization_test(lqr_policy(2), velocities=True) > 500
 

@@ -13,11 +13,17 @@ import pytest
 import torch
 
 from envs.pole_balancing import PoleBalancingEnv, PoleBalancingVectorEnv, action_to_force, advance
-from envs.pole_success import _advance_one, balance_steps
+from envs.pole_success import (
+    _advance_one,
+    balance_steps,
+    generalization_starts,
+    generalization_test,
+)
 from evolstm.network.layout import PolicySpec, init_vector
 from evolstm.network.obs_norm import ObsNormalizer
 from evolstm.network.policy import RecurrentPolicy
 from evolstm.rollouts.success import policy_fn_maker
+from tests.test_env_pole_balancing import lqr_policy
 
 # An LSTM-4 controller that SNES found for double pole without velocities (seed 2, 1,920
 # evaluations): it balances 1104 steps from the standard start.
@@ -227,3 +233,68 @@ def test_policy_fn_and_act_equal_the_training_path_with_resets_and_normaliser(ce
         assert np.array_equal(acted, expected)
         for mine, reference in zip(acted_state, state, strict=True):
             assert all(torch.equal(a, b) for a, b in zip(mine, reference, strict=True))
+
+
+def _recording(policy_fn, seen: list[np.ndarray]):
+    """``policy_fn`` that also keeps a copy of every observation batch it is given."""
+
+    def act(obs, episode_start):
+        seen.append(np.array(obs, copy=True))
+        return policy_fn(obs, episode_start)
+
+    return act
+
+
+def _reference_generalization(policy_fn, velocities: bool, seen: list[np.ndarray]) -> np.ndarray:
+    """The general path: all 625 starts in one :class:`PoleBalancingVectorEnv` stepped every
+    step for 1,000 steps (failed slots reset and run on). Returns ``[1000, 625]``: whether each
+    start had failed before each step's action."""
+    starts = generalization_starts(2)
+    env = PoleBalancingVectorEnv(
+        len(starts), poles=2, velocities=velocities, max_steps=1000, initial_state=starts
+    )
+    obs, _ = env.reset(seed=0)
+    act = _recording(policy_fn, seen)
+    episode_start = np.ones(len(starts), dtype=bool)
+    done = np.zeros(len(starts), dtype=bool)
+    ever_failed = np.zeros(len(starts), dtype=bool)
+    failed_before = []
+    for _ in range(1000):
+        failed_before.append(ever_failed.copy())
+        actions = np.asarray(act(obs, episode_start), dtype=np.float32)  # as the test casts
+        obs, _, terminated, truncated, _ = env.step(actions)
+        ever_failed |= terminated
+        episode_start, done = done, terminated | truncated
+    failed_before.append(ever_failed.copy())
+    return np.array(failed_before)
+
+
+@pytest.mark.parametrize("network", ["champion", "random1", "lqr"])
+def test_generalization_test_equals_the_vector_env_start_by_start(network):
+    """Stepping only the carts still balancing gives every start the same trajectory (the
+    observations of each start, bit for bit, until it falls) and the same count."""
+    velocities = network == "lqr"
+    if velocities:
+        make = lambda: lqr_policy(2)  # noqa: E731
+    else:
+        spec = _spec()
+        vector = (
+            torch.tensor(CHAMPION)
+            if network == "champion"
+            else init_vector(spec, torch.Generator().manual_seed(int(network[-1])))
+        )
+        make = policy_fn_maker(spec, vector)
+    reference_seen: list[np.ndarray] = []
+    failed_before = _reference_generalization(make(), velocities, reference_seen)
+    want = int((~failed_before[-1]).sum())
+    seen: list[np.ndarray] = []
+    got = generalization_test(_recording(make(), seen), velocities=velocities)
+    assert got == want
+    assert len(seen) == (1000 if want else int(failed_before.all(axis=1).argmax()))
+    for step, obs in enumerate(seen):
+        live = ~failed_before[step]
+        assert np.array_equal(obs[live], reference_seen[step][live])
+    # the screen: the same verdict, and the exact count when it stops at the last failure
+    assert generalization_test(make(), velocities=velocities, stop_below=want + 1) == want
+    if network == "lqr":
+        assert want > 500  # a controller that balances most starts: a non-trivial comparison
