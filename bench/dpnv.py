@@ -267,6 +267,12 @@ def run(
         agent_options.update(subpop_size=10, trials=5)  # as configs/dpnv_esp.yaml
     agent_options.update(options or {})
     agent = cls(cls.Options(**agent_options), AgentContext(spec, seed, evaluator, None))
+    if getattr(agent.options, "obs_norm", False):
+        # the success tests below step the bare network on raw observations
+        raise ConfigError(
+            f"{method} option obs_norm={agent_options.get('obs_norm')!r}: bench/dpnv.py tests "
+            "networks on raw observations; valid: obs_norm=False (the published protocol)"
+        )
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
     balance_runs = generation = retests_skipped = screens = candidates = 0
     best_fitness = -np.inf  # the best generation-best training fitness of the run
