@@ -204,6 +204,13 @@ def test_min_generalization_is_named_in_the_printout_and_checked(capsys):
         dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, min_generalization=100)
 
 
+def test_observation_normalisation_is_refused_not_tested_wrongly():
+    # the 100k and generalisation tests step the bare network; a normalising agent's champion
+    # would be tested on observations it never saw
+    with pytest.raises(ConfigError, match=r"obs_norm=True.*valid: obs_norm=False"):
+        dpnv.run("snes", "standard", seed=0, budget=20, hidden=1, options={"obs_norm": True})
+
+
 def _dpnv_spec(hidden: int = 4, cell: str = "lstm"):
     from evolstm.network.layout import PolicySpec
     from evolstm.rollouts.env_factory import resolve_env
