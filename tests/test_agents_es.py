@@ -209,3 +209,34 @@ def test_restart_state_resumes_exactly():
     steps = [(agent.step()["restarts"], twin.step()["restarts"]) for _ in range(4)]
     assert steps == [(2, 2), (2, 2), (2, 2), (3, 3)]
     torch.testing.assert_close(agent.policy_vector(), twin.policy_vector(), rtol=0, atol=0)
+
+
+def test_a_restart_that_never_fires_leaves_the_run_bit_identical():
+    """``restart_after`` / ``restart_below`` only count stalls until a restart fires: a run
+    where none fires (a stall limit never reached, or stalls only after the best reached
+    ``restart_below``) takes exactly the steps of a run without the options (same metrics,
+    same centre, bit for bit), so a table made without them stands for every seed whose run
+    would not restart. Control: the same stall limit without ``restart_below`` does restart,
+    and that run differs."""
+    base = {"popsize": 8, "stdev_init": 0.3, "obs_norm": False}
+
+    def trajectory(**options):
+        agent, evaluator = _make("snes", CARTPOLE, seed=3, **base, **options)
+        steps, stale = [], []
+        for _ in range(10):
+            steps.append((_untimed(agent.step()), agent.policy_vector()))
+            stale.append(agent.stale)
+        evaluator.close()
+        return steps, stale
+
+    plain, _ = trajectory()
+    never, _ = trajectory(restart_after=1000, restart_below=0.1)
+    suppressed, stale = trajectory(restart_after=2, restart_below=0.0)  # returns are >= 8
+    fired, _ = trajectory(restart_after=2)
+    assert max(stale) >= 2  # the stall limit was reached; only restart_below held it back
+    for run in (never, suppressed):
+        for (metrics, center), (plain_metrics, plain_center) in zip(run, plain, strict=True):
+            assert metrics == plain_metrics
+            torch.testing.assert_close(center, plain_center, rtol=0, atol=0)
+    assert fired[-1][0]["restarts"] >= 1
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(fired, plain, strict=True))
