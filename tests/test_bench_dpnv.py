@@ -125,11 +125,11 @@ def test_run_tests_each_distinct_generation_best_once(monkeypatch):
         tested.append(vector.numpy().tobytes())
         return maker(spec, vector)
 
-    monkeypatch.setattr(dpnv, "BALANCED", {"standard": -1.0})
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
     monkeypatch.setattr(dpnv, "generation_best", recording_best)
     monkeypatch.setattr(dpnv, "policy_fn_maker", recording_maker)
     monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 0)
-    out = dpnv.run("cosyne", "standard", seed=0, budget=300, hidden=1)
+    out = dpnv.run("cosyne", "standard", seed=0, budget=300, hidden=1, train_steps=1000)
     distinct = list(dict.fromkeys(bests))
     assert len(distinct) < len(bests)  # the best stayed the best for at least one generation
     assert tested == distinct
@@ -170,7 +170,7 @@ def test_min_generalization_keeps_evolving_past_a_champion_below_the_stricter_ma
         monkeypatch.setattr(dpnv, "generalization_test", generalization)
         monkeypatch.setattr(dpnv, "SuccessTests", Tests)
 
-    monkeypatch.setattr(dpnv, "BALANCED", {"damping": -1.0})
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
     runs = {}
     for key in scores:
         scripted(key)
@@ -202,6 +202,42 @@ def test_min_generalization_is_named_in_the_printout_and_checked(capsys):
             dpnv.main([*args, "--budget", "20", "--min-generalization", bad])
     with pytest.raises(ConfigError, match="min_generalization=100"):
         dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, min_generalization=100)
+
+
+def test_standard_fitness_trains_on_100k_step_episodes_that_are_the_100k_criterion(monkeypatch):
+    """The standard fitness's published protocol: episodes of up to 100,000 steps, so a
+    training episode that balanced them all from the standard start meets the 100k criterion
+    with no separate 100,000-step run. Every generation's best is made a candidate (as if it had
+    balanced its episode) and the separate run made to fail: the criterion must come from
+    training (the first generation, no balance run); with 1,000-step episodes it must come from
+    the separate run (which fails here, so never)."""
+    made = []
+    resolve = dpnv.resolve_env
+
+    def recording_resolve(env_id, kwargs):
+        made.append(kwargs["max_steps"])
+        return resolve(env_id, kwargs)
+
+    monkeypatch.setattr(dpnv, "resolve_env", recording_resolve)
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
+    monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 0)
+    popsize = dpnv.OPTIONS["snes"]["popsize"]
+    common = {"seed": 0, "budget": 2 * popsize, "hidden": 1, "until": "balance"}
+    published = dpnv.run("snes", "standard", **common)
+    assert made == [100_000]
+    assert published["evaluations_100k"] == popsize and published["balance_runs"] == 0
+    assert 0 <= published["generalization_100k"] <= 625
+    short = dpnv.run("snes", "standard", train_steps=1000, **common)
+    assert made == [100_000, 1000]
+    assert short["evaluations_100k"] is None and short["balance_runs"] == 2
+
+
+def test_damping_fitness_allows_only_its_1000_step_episodes(capsys):
+    with pytest.raises(ConfigError, match=r"train_steps=2000 with fitness 'damping'.*valid: 1000"):
+        dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, train_steps=2000)
+    with pytest.raises(SystemExit):
+        dpnv.main(["--fitness", "damping", "--train-steps", "2000", "--budget", "20"])
+    assert "defined on 1000-step episodes" in capsys.readouterr().err
 
 
 def test_observation_normalisation_is_refused_not_tested_wrongly():
