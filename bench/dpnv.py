@@ -158,6 +158,7 @@ OPTIONS = {
 DAMPING_BALANCED = 0.1  # the damping fitness of a 1,000-step balance (f1 = 1, f2 = 0)
 DAMPING_STEPS = 1000  # the damping fitness's episode length (its f1 = t / 1000)
 TRAIN_STEPS = {"standard": SUCCESS_STEPS, "damping": DAMPING_STEPS}  # the published protocols
+UNTIL = ("solved", "balance", "train")  # run()'s stopping criteria (see its docstring)
 
 
 def balanced_fitness(fitness: str, train_steps: int) -> float:
@@ -260,8 +261,12 @@ def run(
     """One training run: the evaluations until a generation's best network first balanced
     100,000 steps from the standard start (``evaluations_100k``) and until one first passed the
     task's own success test (``evaluations``: 100,000 steps and >= 200/625), None when the
-    budget ran out first; ``until="balance"`` stops at the former. ``random_start``/``episodes``:
-    the training aid of configs/dpnv_esp.yaml (0/1: every episode from the standard start).
+    budget ran out first; ``until="balance"`` stops at the former. Every run also reports
+    ``evaluations_train``: until a generation's best first balanced its whole training episode
+    (``train_steps``); ``until="train"`` stops there, before any test (a screening proxy: with
+    ``train_steps=1000`` under the standard fitness, a lower bound on the 100k count).
+    ``random_start``/``episodes``: the training aid of configs/dpnv_esp.yaml (0/1: every
+    episode from the standard start).
     ``test_every`` > 1 tests only every so many generations' best (a cost saving: the count
     can then be up to ``test_every - 1`` generations late, or later when a skipped best would
     have passed). ``measure_100k=False`` skips the 100k criterion's own test (its columns stay
@@ -278,6 +283,8 @@ def run(
     100,000-step episodes and no random starts, a training episode that balances them all is
     the 100k criterion itself (no separate 100,000-step run).
     """
+    if until not in UNTIL:
+        raise ConfigError(f"until={until!r}: valid: {', '.join(UNTIL)}")
     train_steps = TRAIN_STEPS[fitness] if train_steps is None else train_steps
     if fitness == "damping" and train_steps != DAMPING_STEPS:
         raise ConfigError(
@@ -315,6 +322,7 @@ def run(
             "networks on raw observations; valid: obs_norm=False (the published protocol)"
         )
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
+    out["evaluations_train"] = None  # the first generation best to balance its training episode
     balance_runs = generation = retests_skipped = screens = candidates = 0
     best_fitness = -np.inf  # the best generation-best training fitness of the run
     train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
@@ -336,6 +344,7 @@ def run(
             "screens": screens,
             "seconds": round(time.perf_counter() - started, 1),
             "train_seconds": round(train_seconds, 1),
+            "restarts": int(getattr(agent, "restarts", 0)),  # EvoTorch agents' restart_after
         }
 
     try:
@@ -350,6 +359,10 @@ def run(
             generation += 1
             vector, best = generation_best(agent)
             best_fitness = max(best_fitness, best)
+            if best >= balanced - 1e-9 and out["evaluations_train"] is None:
+                out["evaluations_train"] = evaluations
+                if until == "train":
+                    return {**out, **counts()}  # the screening proxy: no test at all
             if best < balanced - 1e-9 or generation % test_every:
                 continue
             key = vector.numpy().tobytes()
@@ -418,11 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="print every run's result")
     parser.add_argument(
         "--until",
-        choices=["solved", "balance"],
+        choices=list(UNTIL),
         default="solved",
         help="stop a run when the task's success test passes (100,000 steps and >= 200/625; "
         "default) or already when a network balances 100,000 steps (then only that "
-        "criterion's columns are filled)",
+        "criterion's columns are filled); 'train': a screening proxy, stop when a generation's "
+        "best first balances its training episode (--train-steps), before any test",
     )
     parser.add_argument(
         "--option",
@@ -560,7 +574,7 @@ def main(argv: list[str] | None = None) -> None:
             cells = [
                 *(
                     _stats([r["evaluations_100k"] for r in balanced], len(runs))
-                    if not args.skip_100k
+                    if not args.skip_100k and args.until != "train"
                     else ["n/a"] * 3
                 ),
                 f"{statistics.mean(gen_100k):.0f}" if gen_100k else "-",
@@ -581,6 +595,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{time.perf_counter() - start:>8.0f}",
                 flush=True,
             )
+            if args.until == "train":
+                firsts = [
+                    r["evaluations_train"] for r in runs if r["evaluations_train"] is not None
+                ]
+                restarts = [r["restarts"] for r in runs]
+                print(
+                    f"  {fitness} {method}: first generation best to balance its training "
+                    f"episode (the proxy, untested): median / mean / failures "
+                    f"{' / '.join(_stats(firsts, len(runs)))}; restarts fired: {sum(restarts)} "
+                    f"in all, per run {restarts}",
+                    flush=True,
+                )
             if gens:
                 print(
                     f"  {fitness} {method}: generalisation of the {len(gens)} solved runs' "

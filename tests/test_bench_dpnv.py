@@ -287,3 +287,41 @@ def test_numpy_tests_refuse_a_cell_they_do_not_implement():
     spec = _dpnv_spec(cell="peephole")
     with pytest.raises(ConfigError, match="only a one-layer 'lstm'"):
         dpnv.numpy_policy_fn_maker(spec, torch.zeros(10))
+
+
+def test_until_train_stops_at_the_first_generation_best_to_balance_its_training_episode(capsys):
+    """The screening proxy (``until="train"``): the count is the first generation whose best
+    balanced the whole training episode (30 steps here), no test runs, and one generation
+    fewer of budget does not reach it (the run's best fitness stays below 30 steps)."""
+    popsize, steps = 6, 30
+    common = {"seed": 0, "hidden": 1, "until": "train", "train_steps": steps}
+    common["options"] = {"popsize": popsize}
+    out = dpnv.run("snes", "standard", budget=2000, **common)
+    first = out["evaluations_train"]
+    assert first is not None and first % popsize == 0 and first >= 2 * popsize
+    assert out["counted"] == out["episodes_run"] == first
+    assert out["best_fitness"] == steps and out["tests"] == out["balance_runs"] == 0
+    assert out["evaluations_100k"] is None and out["restarts"] == 0
+    short = dpnv.run("snes", "standard", budget=first - popsize, **common)
+    assert short["evaluations_train"] is None and short["counted"] == first - popsize
+    assert short["best_fitness"] < steps
+    with pytest.raises(ConfigError, match="until='never': valid: solved, balance, train"):
+        dpnv.run("snes", "standard", seed=0, budget=20, hidden=1, until="never")
+    argv = ["--methods", "snes", "--fitness", "standard", "--seeds", "1", "--hidden", "1"]
+    argv += ["--budget", "2000", "--until", "train", "--train-steps", str(steps)]
+    dpnv.main([*argv, "--option", f"popsize={popsize}"])
+    text = capsys.readouterr().out
+    assert f"median / mean / failures {first:,} / {first:,} / 0/1; restarts fired: 0" in text
+
+
+def test_until_train_records_the_restarts_that_fired():
+    """With ``restart_after`` 1 and every generation below ``restart_below``, the search
+    restarts each time a generation's best is no better than the distribution's best so far;
+    the bench reports the agent's own count, which one more generation can only raise."""
+    common = {"seed": 0, "hidden": 1, "until": "train", "train_steps": 100_000}
+    options = {"popsize": 4, "restart_after": 1, "restart_below": 1e9}
+    out = dpnv.run("snes", "standard", budget=40, options=options, **common)
+    assert out["counted"] == 40 and out["evaluations_train"] is None
+    assert 1 <= out["restarts"] <= 9  # 10 generations: the first cannot stall
+    none = dpnv.run("snes", "standard", budget=40, options={"popsize": 4}, **common)
+    assert none["restarts"] == 0
