@@ -32,12 +32,13 @@ Two criteria, each counted on its own (the task's ``solved`` is not weakened):
     .venv/bin/python bench/dpnv.py --methods snes --fitness standard --seeds 20 --budget 10000
 
 Published figures (evaluations to solve, mean over runs; generalisation, of 625 starts): see
-``PUBLISHED`` below, each with its citation and how far it was confirmed. The papers' own text
-could not be read here (the stored copies of the PDFs reach only their first pages); the damping
-column and the generalisation scores were confirmed second-hand, quoted with the same
-citations in tachsin/genoxide ``examples/double_pole_no_velocities/README.md`` (which also
-states Gruau et al.'s success criteria: 100,000 steps and 200 of 625 starts); every other
-figure is quoted from issue 8 only and printed as "unconfirmed".
+``PUBLISHED`` in ``bench/_dpnv_published.py``, each with its citation and how far it was
+confirmed. The papers' own text could not be read here (the stored copies of the PDFs reach only
+their first pages); the damping column and the generalisation scores were confirmed second-hand,
+quoted with the same citations in tachsin/genoxide
+``examples/double_pole_no_velocities/README.md`` (which also states Gruau et al.'s success
+criteria: 100,000 steps and 200 of 625 starts); every other figure is quoted from issue 8 only
+and printed as "unconfirmed".
 
 Every run also reports the evaluations the agent counted next to the episodes the evaluator
 actually ran (``CountingEvaluator``): the two must be equal.
@@ -50,7 +51,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._dpnv_published import mark, print_published, published
+from bench._numpy_lstm import numpy_policy_fn_maker
 from envs.pole_success import (
     GENERALIZATION_FRACTIONS,
     GENERALIZATION_PASS,
@@ -68,55 +70,11 @@ from envs.pole_success import (
 )
 from evolstm.agent import AgentContext
 from evolstm.errors import ConfigError
-from evolstm.network.layout import PolicySpec, build_layout, unflatten
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 from evolstm.rollouts.success import SuccessTests, policy_fn_maker
 from evolstm.run.registry import get_agent
-
-GOMEZ_T4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
-SECOND_HAND = "second-hand: tachsin/genoxide examples/double_pole_no_velocities/README.md"
-SM2002 = "Stanley & Miikkulainen, Evol. Comput. 10(2) (2002); table number unconfirmed"
-UNCONFIRMED = "unconfirmed: quoted from issue 8, source not read"
-
-
-@dataclass(frozen=True)
-class Published:
-    """One published figure: ``value`` (evaluations, or starts of 625), citation, status."""
-
-    key: str
-    fitness: str
-    method: str
-    value: int
-    citation: str
-    status: str
-
-
-PUBLISHED = [
-    Published("T4d", "damping", "cosyne", 3416, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "cmaes", 6061, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "neat", 6929, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "esp", 26342, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "cne", 87623, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "sane", 451612, GOMEZ_T4, SECOND_HAND),
-    Published("T4s", "standard", "cosyne", 1249, GOMEZ_T4, UNCONFIRMED),
-    Published("T4s", "standard", "cmaes", 3521, GOMEZ_T4, UNCONFIRMED),
-    Published("T4s", "standard", "esp", 7374, GOMEZ_T4, UNCONFIRMED),
-    Published(
-        "NES", "standard", "snes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
-    ),
-    Published(
-        "NES", "standard", "xnes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
-    ),
-    Published("SM2", "generalization", "ce", 300, SM2002, SECOND_HAND),
-    Published("SM2", "generalization", "esp", 289, SM2002, SECOND_HAND),
-    Published("SM2", "generalization", "neat", 286, SM2002, SECOND_HAND),
-]
-
-
-def published(fitness: str, method: str) -> Published | None:
-    """The published figure for ``fitness`` and ``method`` (None if the papers give none)."""
-    return next((p for p in PUBLISHED if (p.fitness, p.method) == (fitness, method)), None)
 
 
 class CountingEvaluator(PopulationEvaluator):
@@ -183,62 +141,6 @@ def generation_best(agent) -> tuple[torch.Tensor, float]:
         best = int(np.argmax(fitness))
         return agent.problem.last_values[best].detach().clone().float(), float(fitness[best])
     return agent.best_vector.clone(), float(agent.best_fitness)
-
-
-def numpy_policy_fn_maker(spec: PolicySpec, vector: torch.Tensor):
-    """:func:`evolstm.rollouts.success.policy_fn_maker` for a one-layer ``lstm`` policy with a
-    linear readout and a bounded Box action (the double pole's), written in numpy float32.
-
-    Why by hand: the success tests step one network for up to 100,000 steps, where torch's
-    per-call overhead dominates on ``[1, 7] @ [7, 16]`` (measured about 0.45 ms per step on a
-    shared core, 45 s per 100,000-step test; this path is several times faster). The
-    equations are :func:`evolstm.network.cells._lstm`'s (gates ``i, f, g, o``; ``c = f c + i
-    tanh(g)``, ``h = o tanh(c)``) and the action is ``tanh(h W_r + b_r)`` (the Box head's
-    squash into [-1, 1]).
-
-    **A screening aid, not for reported tables**: numpy's float32 matmul rounds differently
-    from torch's in the last bits (actions agree to 1e-5, tests/test_bench_dpnv.py), and over
-    100,000 steps that can flip a verdict on a network at the edge of balancing. Measured: SNES
-    seed 0 (popsize 14) reached 100k at 2,688 evaluations with the torch tests and at 2,800
-    with these (the same training run; the 2,688 network fell at step 91,950 here).
-
-    The state ``h, c`` is ``[N, H]`` for ``N`` parallel episodes (``episode_start [N]``).
-    """
-    if spec.cell != "lstm" or spec.layers != 1 or spec.readout_hidden:
-        raise ConfigError(
-            f"numpy tests: cell={spec.cell!r}, layers={spec.layers}, readout_hidden="
-            f"{spec.readout_hidden}; only a one-layer 'lstm' with a linear readout"
-        )
-    blocks = {
-        k: v.detach().numpy().astype(np.float32)
-        for k, v in unflatten(build_layout(spec), vector.float()).items()
-    }
-    w, b, w_out, b_out = (blocks[k] for k in ("layer0.W", "layer0.b", "readout.W", "readout.b"))
-    hidden = spec.hidden
-
-    def make():
-        h = c = np.zeros((0, hidden), np.float32)
-
-        def act(obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-            nonlocal h, c
-            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
-            if len(h) != starts.size:
-                h = c = np.zeros((starts.size, hidden), np.float32)
-            if starts.any():
-                h = np.where(starts[:, None], np.float32(0), h)
-                c = np.where(starts[:, None], np.float32(0), c)
-            x = np.asarray(obs, np.float32).reshape(starts.size, -1)
-            z = np.concatenate([x, h], axis=1) @ w + b
-            gates = np.float32(1) / (np.float32(1) + np.exp(-z))
-            c = gates[:, hidden : 2 * hidden] * c + gates[:, :hidden] * np.tanh(
-                z[:, 2 * hidden : 3 * hidden]
-            )
-            h = gates[:, 3 * hidden :] * np.tanh(c)
-            return np.tanh(h @ w_out + b_out)
-
-        return act
-
-    return make
 
 
 def run(
@@ -627,20 +529,6 @@ def _parse_option(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     return key, {"true": True, "false": False, "none": None}.get(value.lower(), value)
-
-
-def mark(paper: Published | None) -> str:
-    """``3,416 [T4d]``; ``1,249 [T4s]?`` when the figure is unconfirmed; ``-`` if none."""
-    if paper is None:
-        return "-"
-    return f"{paper.value:,} [{paper.key}]" + ("?" if paper.status == UNCONFIRMED else "")
-
-
-def print_published() -> None:
-    """Every published figure with its citation and status (the table's footnotes)."""
-    print("\npublished: evaluations to solve (mean) / generalisation of 625; ? = unconfirmed")
-    for p in PUBLISHED:
-        print(f"  [{p.key}] {p.fitness:<14} {p.method:<7} {p.value:>8,}  {p.citation}; {p.status}")
 
 
 if __name__ == "__main__":

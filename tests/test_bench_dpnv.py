@@ -15,6 +15,7 @@ import re
 import pytest
 
 from bench import dpnv
+from bench._dpnv_published import PUBLISHED
 from evolstm.errors import ConfigError
 
 BUDGET = 300
@@ -50,7 +51,7 @@ def test_tiny_dpnv_bench_counts_every_episode_and_cites_the_papers(capsys):
     # Footnotes: every figure with its citation and status, unconfirmed ones marked.
     table4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
     footnotes = [line for line in out.splitlines() if line.startswith("  [")]
-    assert len(footnotes) == len(dpnv.PUBLISHED) == 14
+    assert len(footnotes) == len(PUBLISHED) == 14
     expected = [
         ("T4d", "damping", "cosyne", "3,416", table4, "second-hand"),
         ("T4d", "damping", "sane", "451,612", table4, "second-hand"),
