@@ -1,12 +1,22 @@
 """Double pole balancing without velocities: evaluations to solve, next to the published tables.
 
 For each method x fitness function x seed, the agent trains on ``evolstm/DoublePoleNoVel-v0``
-(1,000-step training episodes) until its best network passes the task's own success test
+until its best network passes the task's own success test
 (:func:`envs.pole_success.pole_success_test`: 100,000 steps from the standard
 start and at least 200 of the 625 generalisation starts) or the evaluation budget runs out (a
 failure). An *evaluation* is one episode of one network (the papers' unit). Each generation's
-best network meets the tests when it balanced the 1,000 training steps; a network already
+best network meets the tests when it balanced the whole training episode; a network already
 tested is not tested again; the tests' own episodes are not counted (as in the papers).
+
+Training episodes (``--train-steps``): the damping fitness is defined on 1,000-step episodes
+(Gruau et al. 1996). The standard fitness is the number of steps balanced in an episode of up
+to **100,000** steps, so an evaluation that balances them all meets the 100k criterion by
+itself. That is the protocol of Heidrich-Meisner & Igel's double-pole code as shipped in
+Shark (``NonMarkovPole.h``: ``max_pole_evaluations = 100000``, fitness = steps left to balance,
+from the same 0.07 rad start), the code behind the CMA-ES standard-fitness figure; Gomez et
+al.'s own text could not be read (second-hand). Before 28 Nov this bench trained the standard
+fitness on 1,000-step episodes (``--train-steps 1000`` reproduces those tables): members that
+balance 1,000 steps then tie, and evolution drifts until one balances 100,000.
 
 Two criteria, each counted on its own (the task's ``solved`` is not weakened):
 
@@ -22,12 +32,13 @@ Two criteria, each counted on its own (the task's ``solved`` is not weakened):
     .venv/bin/python bench/dpnv.py --methods snes --fitness standard --seeds 20 --budget 10000
 
 Published figures (evaluations to solve, mean over runs; generalisation, of 625 starts): see
-``PUBLISHED`` below, each with its citation and how far it was confirmed. The papers' own text
-could not be read here (the stored copies of the PDFs reach only their first pages); the damping
-column and the generalisation scores were confirmed second-hand, quoted with the same
-citations in tachsin/genoxide ``examples/double_pole_no_velocities/README.md`` (which also
-states Gruau et al.'s success criteria: 100,000 steps and 200 of 625 starts); every other
-figure is quoted from issue 8 only and printed as "unconfirmed".
+``PUBLISHED`` in ``bench/_dpnv_published.py``, each with its citation and how far it was
+confirmed. The papers' own text could not be read here (the stored copies of the PDFs reach only
+their first pages); the damping column and the generalisation scores were confirmed second-hand,
+quoted with the same citations in tachsin/genoxide
+``examples/double_pole_no_velocities/README.md`` (which also states Gruau et al.'s success
+criteria: 100,000 steps and 200 of 625 starts); every other figure is quoted from issue 8 only
+and printed as "unconfirmed".
 
 Every run also reports the evaluations the agent counted next to the episodes the evaluator
 actually ran (``CountingEvaluator``): the two must be equal.
@@ -40,7 +51,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._dpnv_published import mark, print_published, published
+from bench._numpy_lstm import numpy_policy_fn_maker
 from envs.pole_success import (
     GENERALIZATION_FRACTIONS,
     GENERALIZATION_PASS,
@@ -58,55 +70,11 @@ from envs.pole_success import (
 )
 from evolstm.agent import AgentContext
 from evolstm.errors import ConfigError
-from evolstm.network.layout import PolicySpec, build_layout, unflatten
+from evolstm.network.layout import PolicySpec
 from evolstm.rollouts.env_factory import resolve_env
 from evolstm.rollouts.evaluation import PopulationEvaluator
 from evolstm.rollouts.success import SuccessTests, policy_fn_maker
 from evolstm.run.registry import get_agent
-
-GOMEZ_T4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
-SECOND_HAND = "second-hand: tachsin/genoxide examples/double_pole_no_velocities/README.md"
-SM2002 = "Stanley & Miikkulainen, Evol. Comput. 10(2) (2002); table number unconfirmed"
-UNCONFIRMED = "unconfirmed: quoted from issue 8, source not read"
-
-
-@dataclass(frozen=True)
-class Published:
-    """One published figure: ``value`` (evaluations, or starts of 625), citation, status."""
-
-    key: str
-    fitness: str
-    method: str
-    value: int
-    citation: str
-    status: str
-
-
-PUBLISHED = [
-    Published("T4d", "damping", "cosyne", 3416, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "cmaes", 6061, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "neat", 6929, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "esp", 26342, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "cne", 87623, GOMEZ_T4, SECOND_HAND),
-    Published("T4d", "damping", "sane", 451612, GOMEZ_T4, SECOND_HAND),
-    Published("T4s", "standard", "cosyne", 1249, GOMEZ_T4, UNCONFIRMED),
-    Published("T4s", "standard", "cmaes", 3521, GOMEZ_T4, UNCONFIRMED),
-    Published("T4s", "standard", "esp", 7374, GOMEZ_T4, UNCONFIRMED),
-    Published(
-        "NES", "standard", "snes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
-    ),
-    Published(
-        "NES", "standard", "xnes", 410, "Wierstra et al., JMLR 15 (2014), Sec. 5", UNCONFIRMED
-    ),
-    Published("SM2", "generalization", "ce", 300, SM2002, SECOND_HAND),
-    Published("SM2", "generalization", "esp", 289, SM2002, SECOND_HAND),
-    Published("SM2", "generalization", "neat", 286, SM2002, SECOND_HAND),
-]
-
-
-def published(fitness: str, method: str) -> Published | None:
-    """The published figure for ``fitness`` and ``method`` (None if the papers give none)."""
-    return next((p for p in PUBLISHED if (p.fitness, p.method) == (fitness, method)), None)
 
 
 class CountingEvaluator(PopulationEvaluator):
@@ -145,7 +113,17 @@ OPTIONS = {
     "xnes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
     "cmaes": {"popsize": 20, "obs_norm": False, "stdev_init": 0.5},
 }
-BALANCED = {"standard": 1000.0, "damping": 0.1}  # the fitness of a 1,000-step balance
+DAMPING_BALANCED = 0.1  # the damping fitness of a 1,000-step balance (f1 = 1, f2 = 0)
+DAMPING_STEPS = 1000  # the damping fitness's episode length (its f1 = t / 1000)
+TRAIN_STEPS = {"standard": SUCCESS_STEPS, "damping": DAMPING_STEPS}  # the published protocols
+UNTIL = ("solved", "balance", "train")  # run()'s stopping criteria (see its docstring)
+
+
+def balanced_fitness(fitness: str, train_steps: int) -> float:
+    """The training fitness of a network that balanced its whole training episode."""
+    return float(train_steps) if fitness == "standard" else DAMPING_BALANCED
+
+
 GENERALIZATION_STARTS = len(GENERALIZATION_FRACTIONS) ** 4  # 625: 5 levels of 4 variables
 
 
@@ -165,62 +143,6 @@ def generation_best(agent) -> tuple[torch.Tensor, float]:
     return agent.best_vector.clone(), float(agent.best_fitness)
 
 
-def numpy_policy_fn_maker(spec: PolicySpec, vector: torch.Tensor):
-    """:func:`evolstm.rollouts.success.policy_fn_maker` for a one-layer ``lstm`` policy with a
-    linear readout and a bounded Box action (the double pole's), written in numpy float32.
-
-    Why by hand: the success tests step one network for up to 100,000 steps, where torch's
-    per-call overhead dominates on ``[1, 7] @ [7, 16]`` (measured about 0.45 ms per step on a
-    shared core, 45 s per 100,000-step test; this path is several times faster). The
-    equations are :func:`evolstm.network.cells._lstm`'s (gates ``i, f, g, o``; ``c = f c + i
-    tanh(g)``, ``h = o tanh(c)``) and the action is ``tanh(h W_r + b_r)`` (the Box head's
-    squash into [-1, 1]).
-
-    **A screening aid, not for reported tables**: numpy's float32 matmul rounds differently
-    from torch's in the last bits (actions agree to 1e-5, tests/test_bench_dpnv.py), and over
-    100,000 steps that can flip a verdict on a network at the edge of balancing. Measured: SNES
-    seed 0 (popsize 14) reached 100k at 2,688 evaluations with the torch tests and at 2,800
-    with these (the same training run; the 2,688 network fell at step 91,950 here).
-
-    The state ``h, c`` is ``[N, H]`` for ``N`` parallel episodes (``episode_start [N]``).
-    """
-    if spec.cell != "lstm" or spec.layers != 1 or spec.readout_hidden:
-        raise ConfigError(
-            f"numpy tests: cell={spec.cell!r}, layers={spec.layers}, readout_hidden="
-            f"{spec.readout_hidden}; only a one-layer 'lstm' with a linear readout"
-        )
-    blocks = {
-        k: v.detach().numpy().astype(np.float32)
-        for k, v in unflatten(build_layout(spec), vector.float()).items()
-    }
-    w, b, w_out, b_out = (blocks[k] for k in ("layer0.W", "layer0.b", "readout.W", "readout.b"))
-    hidden = spec.hidden
-
-    def make():
-        h = c = np.zeros((0, hidden), np.float32)
-
-        def act(obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-            nonlocal h, c
-            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
-            if len(h) != starts.size:
-                h = c = np.zeros((starts.size, hidden), np.float32)
-            if starts.any():
-                h = np.where(starts[:, None], np.float32(0), h)
-                c = np.where(starts[:, None], np.float32(0), c)
-            x = np.asarray(obs, np.float32).reshape(starts.size, -1)
-            z = np.concatenate([x, h], axis=1) @ w + b
-            gates = np.float32(1) / (np.float32(1) + np.exp(-z))
-            c = gates[:, hidden : 2 * hidden] * c + gates[:, :hidden] * np.tanh(
-                z[:, 2 * hidden : 3 * hidden]
-            )
-            h = gates[:, 3 * hidden :] * np.tanh(c)
-            return np.tanh(h @ w_out + b_out)
-
-        return act
-
-    return make
-
-
 def run(
     method: str,
     fitness: str,
@@ -236,12 +158,17 @@ def run(
     cell: str = "lstm",
     min_generalization: int = GENERALIZATION_PASS,
     numpy_tests: bool = False,
+    train_steps: int | None = None,
 ) -> dict:
     """One training run: the evaluations until a generation's best network first balanced
     100,000 steps from the standard start (``evaluations_100k``) and until one first passed the
     task's own success test (``evaluations``: 100,000 steps and >= 200/625), None when the
-    budget ran out first; ``until="balance"`` stops at the former. ``random_start``/``episodes``:
-    the training aid of configs/dpnv_esp.yaml (0/1: every episode from the standard start).
+    budget ran out first; ``until="balance"`` stops at the former. Every run also reports
+    ``evaluations_train``: until a generation's best first balanced its whole training episode
+    (``train_steps``); ``until="train"`` stops there, before any test (a screening proxy: with
+    ``train_steps=1000`` under the standard fitness, a lower bound on the 100k count).
+    ``random_start``/``episodes``: the training aid of configs/dpnv_esp.yaml (0/1: every
+    episode from the standard start).
     ``test_every`` > 1 tests only every so many generations' best (a cost saving: the count
     can then be up to ``test_every - 1`` generations late, or later when a skipped best would
     have passed). ``measure_100k=False`` skips the 100k criterion's own test (its columns stay
@@ -253,14 +180,32 @@ def run(
     ``numpy_tests``: the 100,000-step run and the generalisation screen step the network with
     :func:`numpy_policy_fn_maker` instead of the torch policy (faster; the task's own final
     test, :class:`SuccessTests`, stays on torch).
+    ``train_steps``: the training episodes' length (None: ``TRAIN_STEPS[fitness]``, the
+    published protocol; the damping fitness allows only 1,000). With standard fitness,
+    100,000-step episodes and no random starts, a training episode that balances them all is
+    the 100k criterion itself (no separate 100,000-step run).
     """
+    if until not in UNTIL:
+        raise ConfigError(f"until={until!r}: valid: {', '.join(UNTIL)}")
+    train_steps = TRAIN_STEPS[fitness] if train_steps is None else train_steps
+    if fitness == "damping" and train_steps != DAMPING_STEPS:
+        raise ConfigError(
+            f"train_steps={train_steps} with fitness 'damping': the damping fitness is "
+            f"defined on {DAMPING_STEPS}-step episodes; valid: {DAMPING_STEPS}"
+        )
+    if not 1 <= train_steps <= SUCCESS_STEPS:
+        raise ConfigError(f"train_steps={train_steps}: must be from 1 to {SUCCESS_STEPS:,}")
     if not GENERALIZATION_PASS <= min_generalization <= GENERALIZATION_STARTS:
         raise ConfigError(
             f"min_generalization={min_generalization}: must be an integer from "
             f"{GENERALIZATION_PASS} (the task's own pass mark) to {GENERALIZATION_STARTS}"
         )
-    kwargs = {"reward": fitness, "max_steps": 1000, "random_start": random_start}
+    kwargs = {"reward": fitness, "max_steps": train_steps, "random_start": random_start}
+    balanced = balanced_fitness(fitness, train_steps)
+    # a training episode from the standard start that balanced 100,000 steps is the criterion
+    trained_100k = fitness == "standard" and train_steps >= SUCCESS_STEPS and not random_start
     factory = resolve_env("evolstm/DoublePoleNoVel-v0", kwargs)
+    factory.max_episode_steps = train_steps  # the env truncates there itself: a chosen bound
     env = factory.make().unwrapped
     spec = PolicySpec(env.observation_space, env.action_space, cell=cell, hidden=hidden)
     evaluator = CountingEvaluator(factory, spec)
@@ -279,6 +224,7 @@ def run(
             "networks on raw observations; valid: obs_norm=False (the published protocol)"
         )
     evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
+    out["evaluations_train"] = None  # the first generation best to balance its training episode
     balance_runs = generation = retests_skipped = screens = candidates = 0
     best_fitness = -np.inf  # the best generation-best training fitness of the run
     train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
@@ -300,6 +246,7 @@ def run(
             "screens": screens,
             "seconds": round(time.perf_counter() - started, 1),
             "train_seconds": round(train_seconds, 1),
+            "restarts": int(getattr(agent, "restarts", 0)),  # EvoTorch agents' restart_after
         }
 
     try:
@@ -314,19 +261,26 @@ def run(
             generation += 1
             vector, best = generation_best(agent)
             best_fitness = max(best_fitness, best)
-            if best < BALANCED[fitness] - 1e-9 or generation % test_every:
+            if best >= balanced - 1e-9 and out["evaluations_train"] is None:
+                out["evaluations_train"] = evaluations
+                if until == "train":
+                    return {**out, **counts()}  # the screening proxy: no test at all
+            if best < balanced - 1e-9 or generation % test_every:
                 continue
             key = vector.numpy().tobytes()
             if key in tested:
                 retests_skipped += 1
                 continue
             tested.add(key)
-            candidates += 1  # a distinct generation best that balanced the 1,000 steps
+            candidates += 1  # a distinct generation best that balanced its training episode
             if out["evaluations_100k"] is None and measure_100k:
                 # the standard-fitness column's criterion (Gomez et al.: balance 100,000
                 # steps), measured on its own: the task's "solved" below also needs >= 200/625
-                balance_runs += 1
-                steps = balance_steps(make_fn(spec, vector)(), poles=2, velocities=False)
+                if trained_100k:
+                    steps = SUCCESS_STEPS  # its training episode was that run
+                else:
+                    balance_runs += 1
+                    steps = balance_steps(make_fn(spec, vector)(), poles=2, velocities=False)
                 if steps >= SUCCESS_STEPS:
                     out["evaluations_100k"] = evaluations
                     out["generalization_100k"] = generalization_test(
@@ -379,11 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="print every run's result")
     parser.add_argument(
         "--until",
-        choices=["solved", "balance"],
+        choices=list(UNTIL),
         default="solved",
         help="stop a run when the task's success test passes (100,000 steps and >= 200/625; "
         "default) or already when a network balances 100,000 steps (then only that "
-        "criterion's columns are filled)",
+        "criterion's columns are filled); 'train': a screening proxy, stop when a generation's "
+        "best first balances its training episode (--train-steps), before any test",
     )
     parser.add_argument(
         "--option",
@@ -430,7 +385,23 @@ def main(argv: list[str] | None = None) -> None:
         "numpy float32 LSTM (numpy_policy_fn_maker: several times faster, lstm cell only; its "
         "rounding can flip a verdict on a network at the edge, so report tables without it)",
     )
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        metavar="T",
+        help="training episode length (default: the published protocol, 100,000 steps for "
+        "the standard fitness, 1,000 for the damping fitness, which allows no other; "
+        "--train-steps 1000 gives this bench's standard-fitness tables before 28 Nov)",
+    )
     args = parser.parse_args(argv)
+    if args.train_steps is not None and not 1 <= args.train_steps <= SUCCESS_STEPS:
+        parser.error(f"--train-steps {args.train_steps}: must be from 1 to {SUCCESS_STEPS:,}")
+    if args.train_steps not in (None, DAMPING_STEPS) and "damping" in args.fitness:
+        parser.error(
+            f"--train-steps {args.train_steps} with --fitness damping: the damping fitness is "
+            f"defined on {DAMPING_STEPS}-step episodes"
+        )
     if not GENERALIZATION_PASS <= args.min_generalization <= GENERALIZATION_STARTS:
         parser.error(
             f"--min-generalization {args.min_generalization}: must be from "
@@ -441,8 +412,10 @@ def main(argv: list[str] | None = None) -> None:
     print("$ " + " ".join([sys.executable, *sys.argv]))
     print(
         f"{args.cell} hidden {args.hidden}; budget {args.budget:,} evaluations; {args.seeds} seeds "
-        f"from {args.first_seed}; random_start {args.random_start}, {args.episodes} "
-        f"episode(s) per network; until {args.until}; test every {args.test_every} generation(s); "
+        f"from {args.first_seed}; training episodes "
+        f"{args.train_steps or 'as published (standard 100,000, damping 1,000)'} steps; "
+        f"random_start {args.random_start}, {args.episodes} episode(s) per network; until "
+        f"{args.until}; test every {args.test_every} generation(s); "
         f"options {options or 'as OPTIONS'}"
         + (
             "; tests stepped in numpy (--numpy-tests: a screening aid, verdicts can differ)"
@@ -490,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.cell,
                         threshold,
                         numpy_tests=args.numpy_tests,
+                        train_steps=args.train_steps,
                     )
                 )
                 if args.verbose:
@@ -502,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
             cells = [
                 *(
                     _stats([r["evaluations_100k"] for r in balanced], len(runs))
-                    if not args.skip_100k
+                    if not args.skip_100k and args.until != "train"
                     else ["n/a"] * 3
                 ),
                 f"{statistics.mean(gen_100k):.0f}" if gen_100k else "-",
@@ -523,6 +497,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{time.perf_counter() - start:>8.0f}",
                 flush=True,
             )
+            if args.until == "train":
+                firsts = [
+                    r["evaluations_train"] for r in runs if r["evaluations_train"] is not None
+                ]
+                restarts = [r["restarts"] for r in runs]
+                print(
+                    f"  {fitness} {method}: first generation best to balance its training "
+                    f"episode (the proxy, untested): median / mean / failures "
+                    f"{' / '.join(_stats(firsts, len(runs)))}; restarts fired: {sum(restarts)} "
+                    f"in all, per run {restarts}",
+                    flush=True,
+                )
             if gens:
                 print(
                     f"  {fitness} {method}: generalisation of the {len(gens)} solved runs' "
@@ -543,20 +529,6 @@ def _parse_option(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     return key, {"true": True, "false": False, "none": None}.get(value.lower(), value)
-
-
-def mark(paper: Published | None) -> str:
-    """``3,416 [T4d]``; ``1,249 [T4s]?`` when the figure is unconfirmed; ``-`` if none."""
-    if paper is None:
-        return "-"
-    return f"{paper.value:,} [{paper.key}]" + ("?" if paper.status == UNCONFIRMED else "")
-
-
-def print_published() -> None:
-    """Every published figure with its citation and status (the table's footnotes)."""
-    print("\npublished: evaluations to solve (mean) / generalisation of 625; ? = unconfirmed")
-    for p in PUBLISHED:
-        print(f"  [{p.key}] {p.fitness:<14} {p.method:<7} {p.value:>8,}  {p.citation}; {p.status}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import re
 import pytest
 
 from bench import dpnv
+from bench._dpnv_published import PUBLISHED
 from evolstm.errors import ConfigError
 
 BUDGET = 300
@@ -50,7 +51,7 @@ def test_tiny_dpnv_bench_counts_every_episode_and_cites_the_papers(capsys):
     # Footnotes: every figure with its citation and status, unconfirmed ones marked.
     table4 = "Gomez, Schmidhuber & Miikkulainen, JMLR 9 (2008), Table 4"
     footnotes = [line for line in out.splitlines() if line.startswith("  [")]
-    assert len(footnotes) == len(dpnv.PUBLISHED) == 14
+    assert len(footnotes) == len(PUBLISHED) == 14
     expected = [
         ("T4d", "damping", "cosyne", "3,416", table4, "second-hand"),
         ("T4d", "damping", "sane", "451,612", table4, "second-hand"),
@@ -125,11 +126,11 @@ def test_run_tests_each_distinct_generation_best_once(monkeypatch):
         tested.append(vector.numpy().tobytes())
         return maker(spec, vector)
 
-    monkeypatch.setattr(dpnv, "BALANCED", {"standard": -1.0})
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
     monkeypatch.setattr(dpnv, "generation_best", recording_best)
     monkeypatch.setattr(dpnv, "policy_fn_maker", recording_maker)
     monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 0)
-    out = dpnv.run("cosyne", "standard", seed=0, budget=300, hidden=1)
+    out = dpnv.run("cosyne", "standard", seed=0, budget=300, hidden=1, train_steps=1000)
     distinct = list(dict.fromkeys(bests))
     assert len(distinct) < len(bests)  # the best stayed the best for at least one generation
     assert tested == distinct
@@ -170,7 +171,7 @@ def test_min_generalization_keeps_evolving_past_a_champion_below_the_stricter_ma
         monkeypatch.setattr(dpnv, "generalization_test", generalization)
         monkeypatch.setattr(dpnv, "SuccessTests", Tests)
 
-    monkeypatch.setattr(dpnv, "BALANCED", {"damping": -1.0})
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
     runs = {}
     for key in scores:
         scripted(key)
@@ -202,6 +203,42 @@ def test_min_generalization_is_named_in_the_printout_and_checked(capsys):
             dpnv.main([*args, "--budget", "20", "--min-generalization", bad])
     with pytest.raises(ConfigError, match="min_generalization=100"):
         dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, min_generalization=100)
+
+
+def test_standard_fitness_trains_on_100k_step_episodes_that_are_the_100k_criterion(monkeypatch):
+    """The standard fitness's published protocol: episodes of up to 100,000 steps, so a
+    training episode that balanced them all from the standard start meets the 100k criterion
+    with no separate 100,000-step run. Every generation's best is made a candidate (as if it had
+    balanced its episode) and the separate run made to fail: the criterion must come from
+    training (the first generation, no balance run); with 1,000-step episodes it must come from
+    the separate run (which fails here, so never)."""
+    made = []
+    resolve = dpnv.resolve_env
+
+    def recording_resolve(env_id, kwargs):
+        made.append(kwargs["max_steps"])
+        return resolve(env_id, kwargs)
+
+    monkeypatch.setattr(dpnv, "resolve_env", recording_resolve)
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
+    monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 0)
+    popsize = dpnv.OPTIONS["snes"]["popsize"]
+    common = {"seed": 0, "budget": 2 * popsize, "hidden": 1, "until": "balance"}
+    published = dpnv.run("snes", "standard", **common)
+    assert made == [100_000]
+    assert published["evaluations_100k"] == popsize and published["balance_runs"] == 0
+    assert 0 <= published["generalization_100k"] <= 625
+    short = dpnv.run("snes", "standard", train_steps=1000, **common)
+    assert made == [100_000, 1000]
+    assert short["evaluations_100k"] is None and short["balance_runs"] == 2
+
+
+def test_damping_fitness_allows_only_its_1000_step_episodes(capsys):
+    with pytest.raises(ConfigError, match=r"train_steps=2000 with fitness 'damping'.*valid: 1000"):
+        dpnv.run("snes", "damping", seed=0, budget=20, hidden=1, train_steps=2000)
+    with pytest.raises(SystemExit):
+        dpnv.main(["--fitness", "damping", "--train-steps", "2000", "--budget", "20"])
+    assert "defined on 1000-step episodes" in capsys.readouterr().err
 
 
 def test_observation_normalisation_is_refused_not_tested_wrongly():
@@ -251,3 +288,41 @@ def test_numpy_tests_refuse_a_cell_they_do_not_implement():
     spec = _dpnv_spec(cell="peephole")
     with pytest.raises(ConfigError, match="only a one-layer 'lstm'"):
         dpnv.numpy_policy_fn_maker(spec, torch.zeros(10))
+
+
+def test_until_train_stops_at_the_first_generation_best_to_balance_its_training_episode(capsys):
+    """The screening proxy (``until="train"``): the count is the first generation whose best
+    balanced the whole training episode (30 steps here), no test runs, and one generation
+    fewer of budget does not reach it (the run's best fitness stays below 30 steps)."""
+    popsize, steps = 6, 30
+    common = {"seed": 0, "hidden": 1, "until": "train", "train_steps": steps}
+    common["options"] = {"popsize": popsize}
+    out = dpnv.run("snes", "standard", budget=2000, **common)
+    first = out["evaluations_train"]
+    assert first is not None and first % popsize == 0 and first >= 2 * popsize
+    assert out["counted"] == out["episodes_run"] == first
+    assert out["best_fitness"] == steps and out["tests"] == out["balance_runs"] == 0
+    assert out["evaluations_100k"] is None and out["restarts"] == 0
+    short = dpnv.run("snes", "standard", budget=first - popsize, **common)
+    assert short["evaluations_train"] is None and short["counted"] == first - popsize
+    assert short["best_fitness"] < steps
+    with pytest.raises(ConfigError, match="until='never': valid: solved, balance, train"):
+        dpnv.run("snes", "standard", seed=0, budget=20, hidden=1, until="never")
+    argv = ["--methods", "snes", "--fitness", "standard", "--seeds", "1", "--hidden", "1"]
+    argv += ["--budget", "2000", "--until", "train", "--train-steps", str(steps)]
+    dpnv.main([*argv, "--option", f"popsize={popsize}"])
+    text = capsys.readouterr().out
+    assert f"median / mean / failures {first:,} / {first:,} / 0/1; restarts fired: 0" in text
+
+
+def test_until_train_records_the_restarts_that_fired():
+    """With ``restart_after`` 1 and every generation below ``restart_below``, the search
+    restarts each time a generation's best is no better than the distribution's best so far;
+    the bench reports the agent's own count, which one more generation can only raise."""
+    common = {"seed": 0, "hidden": 1, "until": "train", "train_steps": 100_000}
+    options = {"popsize": 4, "restart_after": 1, "restart_below": 1e9}
+    out = dpnv.run("snes", "standard", budget=40, options=options, **common)
+    assert out["counted"] == 40 and out["evaluations_train"] is None
+    assert 1 <= out["restarts"] <= 9  # 10 generations: the first cannot stall
+    none = dpnv.run("snes", "standard", budget=40, options={"popsize": 4}, **common)
+    assert none["restarts"] == 0
