@@ -120,6 +120,23 @@ TRAIN_STEPS = {"standard": SUCCESS_STEPS, "damping": DAMPING_STEPS}  # the publi
 UNTIL = ("solved", "balance", "train")  # run()'s stopping criteria (see its docstring)
 
 
+def checked_train_steps(fitness: str, train_steps: int | None) -> int:
+    """The training episodes' length for ``fitness`` (None: the published protocol's).
+
+    :raises ConfigError: a damping length other than 1,000, or one outside 1..100,000.
+    """
+    if train_steps is None:
+        return TRAIN_STEPS[fitness]
+    if fitness == "damping" and train_steps != DAMPING_STEPS:
+        raise ConfigError(
+            f"train_steps={train_steps} with fitness 'damping': the damping fitness is "
+            f"defined on {DAMPING_STEPS}-step episodes; valid: {DAMPING_STEPS}"
+        )
+    if not 1 <= train_steps <= SUCCESS_STEPS:
+        raise ConfigError(f"train_steps={train_steps}: must be from 1 to {SUCCESS_STEPS:,}")
+    return train_steps
+
+
 def balanced_fitness(fitness: str, train_steps: int) -> float:
     """The training fitness of a network that balanced its whole training episode."""
     return float(train_steps) if fitness == "standard" else DAMPING_BALANCED
@@ -188,14 +205,7 @@ def run(
     """
     if until not in UNTIL:
         raise ConfigError(f"until={until!r}: valid: {', '.join(UNTIL)}")
-    train_steps = TRAIN_STEPS[fitness] if train_steps is None else train_steps
-    if fitness == "damping" and train_steps != DAMPING_STEPS:
-        raise ConfigError(
-            f"train_steps={train_steps} with fitness 'damping': the damping fitness is "
-            f"defined on {DAMPING_STEPS}-step episodes; valid: {DAMPING_STEPS}"
-        )
-    if not 1 <= train_steps <= SUCCESS_STEPS:
-        raise ConfigError(f"train_steps={train_steps}: must be from 1 to {SUCCESS_STEPS:,}")
+    train_steps = checked_train_steps(fitness, train_steps)
     if not GENERALIZATION_PASS <= min_generalization <= GENERALIZATION_STARTS:
         raise ConfigError(
             f"min_generalization={min_generalization}: must be an integer from "
@@ -396,13 +406,11 @@ def main(argv: list[str] | None = None) -> None:
         "--train-steps 1000 gives the standard-fitness tables from before 27 Nov)",
     )
     args = parser.parse_args(argv)
-    if args.train_steps is not None and not 1 <= args.train_steps <= SUCCESS_STEPS:
-        parser.error(f"--train-steps {args.train_steps}: must be from 1 to {SUCCESS_STEPS:,}")
-    if args.train_steps not in (None, DAMPING_STEPS) and "damping" in args.fitness:
-        parser.error(
-            f"--train-steps {args.train_steps} with --fitness damping: the damping fitness is "
-            f"defined on {DAMPING_STEPS}-step episodes"
-        )
+    for fitness in args.fitness:
+        try:
+            checked_train_steps(fitness, args.train_steps)
+        except ConfigError as err:
+            parser.error(f"--train-steps: {err}")
     if not GENERALIZATION_PASS <= args.min_generalization <= GENERALIZATION_STARTS:
         parser.error(
             f"--min-generalization {args.min_generalization}: must be from "
