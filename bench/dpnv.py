@@ -220,8 +220,6 @@ def run(
     env = factory.make().unwrapped
     spec = PolicySpec(env.observation_space, env.action_space, cell=cell, hidden=hidden)
     evaluator = CountingEvaluator(factory, spec)
-    tests = SuccessTests(factory, spec)
-    make_fn = numpy_policy_fn_maker if numpy_tests else policy_fn_maker
     cls = get_agent(method)
     agent_options = {**OPTIONS[method], "episodes": episodes}
     if method == "esp" and random_start:
@@ -234,27 +232,26 @@ def run(
             f"{method} option obs_norm={agent_options.get('obs_norm')!r}: bench/dpnv.py tests "
             "networks on raw observations; valid: obs_norm=False (the published protocol)"
         )
-    evaluations, out = 0, {"evaluations_100k": None, "evaluations": None}
-    out["evaluations_train"] = None  # the first generation best to balance its training episode
-    balance_runs = generation = retests_skipped = screens = candidates = 0
-    best_fitness = -np.inf  # the best generation-best training fitness of the run
-    train_seconds = 0.0  # wall time in agent.step (training); the rest is mostly tests
+    evaluations, best_fitness = 0, -np.inf  # best: the best generation-best training fitness
+    champions = ChampionTests(
+        spec=spec,
+        tests=SuccessTests(factory, spec),
+        make_fn=numpy_policy_fn_maker if numpy_tests else policy_fn_maker,
+        trained_100k=trained_100k,
+        measure_100k=measure_100k,
+        min_generalization=min_generalization,
+        stop_at_balance=until == "balance",
+    )
+    generation, train_seconds = 0, 0.0  # train_seconds: in agent.step; the rest is mostly tests
     started = time.perf_counter()
-    # networks already tested: every test starts from fixed states, so a network that failed
-    # fails again (CoSyNE keeps its best unchanged, and it stays the generation's best for
-    # many generations: the 100,000-step run would repeat)
-    tested: set[bytes] = set()
 
-    def counts() -> dict:
+    def result() -> dict:
         return {
+            **champions.out,
             "counted": evaluations,
             "episodes_run": evaluator.episodes,
-            "tests": tests.runs,
-            "balance_runs": balance_runs,
-            "retests_skipped": retests_skipped,
-            "candidates": candidates,
+            **champions.counts(),
             "best_fitness": round(best_fitness, 4),
-            "screens": screens,
             "seconds": round(time.perf_counter() - started, 1),
             "train_seconds": round(train_seconds, 1),
             "restarts": int(getattr(agent, "restarts", 0)),  # EvoTorch agents' restart_after
@@ -272,55 +269,104 @@ def run(
             generation += 1
             vector, best = generation_best(agent)
             best_fitness = max(best_fitness, best)
-            if best >= balanced - 1e-9 and out["evaluations_train"] is None:
-                out["evaluations_train"] = evaluations
+            if best >= balanced - 1e-9 and champions.out["evaluations_train"] is None:
+                champions.out["evaluations_train"] = evaluations
                 if until == "train":
-                    return {**out, **counts()}  # the screening proxy: no test at all
+                    return result()  # the screening proxy: no test at all
             if best < balanced - 1e-9 or generation % test_every:
                 continue
-            key = vector.numpy().tobytes()
-            if key in tested:
-                retests_skipped += 1
-                continue
-            tested.add(key)
-            candidates += 1  # a distinct generation best that balanced its training episode
-            if out["evaluations_100k"] is None and measure_100k:
-                # the standard-fitness column's criterion (Gomez et al.: balance 100,000
-                # steps), measured on its own: the task's "solved" below also needs >= 200/625
-                if trained_100k:
-                    steps = SUCCESS_STEPS  # its training episode was that run
-                else:
-                    balance_runs += 1
-                    steps = balance_steps(make_fn(spec, vector)(), poles=2, velocities=False)
-                if steps >= SUCCESS_STEPS:
-                    out["evaluations_100k"] = evaluations
-                    out["generalization_100k"] = generalization_test(
-                        make_fn(spec, vector)(), poles=2, velocities=False
-                    )
-                    if until == "balance":
-                        return {**out, **counts()}
-                    if out["generalization_100k"] < min_generalization:
-                        continue  # the same network cannot pass the (stricter) test
-                else:
-                    continue  # nor this one (it fell before 100,000 steps)
-            screens += 1
-            if (
-                generalization_test(
-                    make_fn(spec, vector)(),
-                    poles=2,
-                    velocities=False,
-                    stop_below=min_generalization,
-                )
-                < min_generalization
-            ):
-                continue  # a cheap screen (stops once the pass mark is out of reach)
-            test = tests(vector, stop_early=True)
-            if test["solved"] and test["generalization"] >= min_generalization:
-                return {**out, "evaluations": evaluations, **counts(), **test}
+            if champions.test(vector, evaluations):
+                return result()
     finally:
         agent.close()
         evaluator.close()
-    return {**out, **counts()}
+    return result()
+
+
+class ChampionTests:
+    """The tests a generation's best network goes through in :func:`run`, cheapest first,
+    and what they found (``out``: the evaluations at which a criterion was first met, the
+    first 100k network's generalisation, the passing network's success test).
+
+    Every test starts from fixed states, so a network already tested is skipped (CoSyNE keeps
+    its best unchanged, and it stays the generation's best for many generations: the
+    100,000-step run would repeat).
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: PolicySpec,
+        tests: SuccessTests,
+        make_fn: Any,
+        trained_100k: bool,
+        measure_100k: bool,
+        min_generalization: int,
+        stop_at_balance: bool,
+    ) -> None:
+        self.spec, self.tests, self.make_fn = spec, tests, make_fn
+        self.trained_100k, self.measure_100k = trained_100k, measure_100k
+        self.min_generalization, self.stop_at_balance = min_generalization, stop_at_balance
+        self.out: dict[str, Any] = {
+            "evaluations_100k": None,
+            "evaluations": None,
+            "evaluations_train": None,  # the first generation best to balance its training
+        }
+        self.tested: set[bytes] = set()
+        self.balance_runs = self.retests_skipped = self.screens = self.candidates = 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "tests": self.tests.runs,
+            "balance_runs": self.balance_runs,
+            "retests_skipped": self.retests_skipped,
+            "candidates": self.candidates,
+            "screens": self.screens,
+        }
+
+    def test(self, vector: torch.Tensor, evaluations: int) -> bool:
+        """Test a generation's best (``vector [D]``, which balanced its training episode)
+        after ``evaluations``; True when the run ends here (solved, or the 100k criterion met
+        under ``stop_at_balance``)."""
+        key = vector.numpy().tobytes()
+        if key in self.tested:
+            self.retests_skipped += 1
+            return False
+        self.tested.add(key)
+        self.candidates += 1  # a distinct generation best that balanced its training episode
+        out = self.out
+        if out["evaluations_100k"] is None and self.measure_100k:
+            # the standard-fitness column's criterion (Gomez et al.: balance 100,000 steps),
+            # measured on its own: the task's "solved" below also needs >= 200/625
+            if self.trained_100k:
+                steps = SUCCESS_STEPS  # its training episode was that run
+            else:
+                self.balance_runs += 1
+                steps = balance_steps(self._policy(vector), poles=2, velocities=False)
+            if steps < SUCCESS_STEPS:
+                return False  # it cannot pass the task's test either (it fell before 100,000)
+            out["evaluations_100k"] = evaluations
+            out["generalization_100k"] = generalization_test(
+                self._policy(vector), poles=2, velocities=False
+            )
+            if self.stop_at_balance:
+                return True
+            if out["generalization_100k"] < self.min_generalization:
+                return False  # the same network cannot pass the (stricter) test
+        self.screens += 1
+        score = generalization_test(
+            self._policy(vector), poles=2, velocities=False, stop_below=self.min_generalization
+        )
+        if score < self.min_generalization:
+            return False  # a cheap screen (stops once the pass mark is out of reach)
+        test = self.tests(vector, stop_early=True)
+        if test["solved"] and test["generalization"] >= self.min_generalization:
+            out.update(evaluations=evaluations, **test)
+            return True
+        return False
+
+    def _policy(self, vector: torch.Tensor):
+        return self.make_fn(self.spec, vector)()
 
 
 def _stats(values: list[int], runs: int) -> list[str]:
