@@ -241,6 +241,22 @@ def test_damping_fitness_allows_only_its_1000_step_episodes(capsys):
     assert "defined on 1000-step episodes" in capsys.readouterr().err
 
 
+def test_an_unknown_method_is_named_with_the_valid_ones(capsys):
+    with pytest.raises(ConfigError, match=r"method='neat': valid: esp, cosyne, snes, xnes"):
+        dpnv.run("neat", "standard", seed=0, budget=20, hidden=1)
+    with pytest.raises(SystemExit) as exit_info:
+        dpnv.main(["--methods", "neat", "--budget", "20"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'neat'" in capsys.readouterr().err
+
+
+def test_pgpe_and_cem_run_through_the_bench_and_count_every_episode(capsys):
+    for method in ("pgpe", "cem"):
+        out = dpnv.run(method, "standard", seed=0, budget=40, hidden=1, until="train")
+        popsize = dpnv.OPTIONS[method]["popsize"]
+        assert out["counted"] == out["episodes_run"] == 2 * popsize  # budget 40: two generations
+
+
 def test_observation_normalisation_is_refused_not_tested_wrongly():
     # the 100k and generalisation tests step the bare network; a normalising agent's champion
     # would be tested on observations it never saw
