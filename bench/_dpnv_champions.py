@@ -50,11 +50,7 @@ class ChampionTests:
         self.trained_100k, self.measure_100k = trained_100k, measure_100k
         self.min_generalization, self.stop_at_balance = min_generalization, stop_at_balance
         self.balance_steps, self.generalization_test = balance_steps, generalization_test
-        self.out: dict[str, Any] = {
-            "evaluations_100k": None,
-            "evaluations": None,
-            "evaluations_train": None,  # the first generation best to balance its training
-        }
+        self.out: dict[str, Any] = {"evaluations_100k": None, "evaluations": None}
         self.tested: set[bytes] = set()
         self.balance_runs = self.retests_skipped = self.screens = self.candidates = 0
 

@@ -240,6 +240,7 @@ def run(
             "networks on raw observations; valid: obs_norm=False (the published protocol)"
         )
     evaluations, best_fitness = 0, -np.inf  # best: the best generation-best training fitness
+    evaluations_train = None  # when a generation's best first balanced its training episode
     champions = ChampionTests(
         spec=spec,
         tests=SuccessTests(factory, spec),
@@ -257,6 +258,7 @@ def run(
     def result() -> dict:
         return {
             **champions.out,
+            "evaluations_train": evaluations_train,
             "counted": evaluations,
             "episodes_run": evaluator.episodes,
             **champions.counts(),
@@ -278,8 +280,8 @@ def run(
             generation += 1
             vector, best = generation_best(agent)
             best_fitness = max(best_fitness, best)
-            if best >= balanced - 1e-9 and champions.out["evaluations_train"] is None:
-                champions.out["evaluations_train"] = evaluations
+            if best >= balanced - 1e-9 and evaluations_train is None:
+                evaluations_train = evaluations
                 if until == "train":
                     return result()  # the screening proxy: no test at all
             if best < balanced - 1e-9 or generation % test_every:
