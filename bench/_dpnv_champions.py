@@ -92,12 +92,16 @@ class ChampionTests:
                 return True
             if out["generalization_100k"] < self.min_generalization:
                 return False  # the same network cannot pass the (stricter) test
-        self.screens += 1
-        score = self.generalization_test(
-            self._policy(vector), poles=2, velocities=False, stop_below=self.min_generalization
-        )
-        if score < self.min_generalization:
-            return False  # a cheap screen (stops once the pass mark is out of reach)
+        else:  # the score is not known yet: a cheap screen first (stops once out of reach)
+            self.screens += 1
+            score = self.generalization_test(
+                self._policy(vector),
+                poles=2,
+                velocities=False,
+                stop_below=self.min_generalization,
+            )
+            if score < self.min_generalization:
+                return False
         test = self.tests(vector, stop_early=True)
         if test["solved"] and test["generalization"] >= self.min_generalization:
             out.update(evaluations=evaluations, **test)

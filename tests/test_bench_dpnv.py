@@ -190,6 +190,37 @@ def test_min_generalization_keeps_evolving_past_a_champion_below_the_stricter_ma
     assert len(scores[400]) == 5 and runs[400]["counted"] == 100
 
 
+def test_the_100k_networks_known_score_is_not_screened_again(monkeypatch):
+    """A champion that balances 100,000 steps gets its full generalisation score for the 100k
+    column; when that score passes, the success test follows directly (no second, screening
+    pass over the same 625 starts), and the run is solved there."""
+    calls = []
+
+    def generalization(policy_fn, *, stop_below=None, **kwargs):
+        calls.append(stop_below)
+        return 250
+
+    class Tests:
+        runs = 0
+
+        def __init__(self, factory, spec):
+            pass
+
+        def __call__(self, vector, *, stop_early=False):
+            return {"solved": True, "balance_steps": 100_000, "generalization": 250}
+
+    monkeypatch.setattr(dpnv, "generalization_test", generalization)
+    monkeypatch.setattr(dpnv, "SuccessTests", Tests)
+    monkeypatch.setattr(dpnv, "balance_steps", lambda policy_fn, **kwargs: 100_000)
+    monkeypatch.setattr(dpnv, "balanced_fitness", lambda fitness, steps: -1.0)
+    out = dpnv.run("snes", "damping", seed=0, budget=100, hidden=1)
+    popsize = dpnv.OPTIONS["snes"]["popsize"]
+    assert out["evaluations_100k"] == out["evaluations"] == popsize
+    assert out["generalization_100k"] == out["generalization"] == 250
+    assert calls == [None]  # the full test once, no screen
+    assert out["screens"] == 0 and out["balance_runs"] == 1
+
+
 def test_min_generalization_is_named_in_the_printout_and_checked(capsys):
     args = ["--methods", "snes", "--fitness", "damping", "--seeds", "1", "--hidden", "1"]
     dpnv.main([*args, "--budget", "20", "--skip-100k", "--min-generalization", "300"])
@@ -250,7 +281,7 @@ def test_an_unknown_method_is_named_with_the_valid_ones(capsys):
     assert "invalid choice: 'neat'" in capsys.readouterr().err
 
 
-def test_pgpe_and_cem_run_through_the_bench_and_count_every_episode(capsys):
+def test_pgpe_and_cem_run_through_the_bench_and_count_every_episode():
     for method in ("pgpe", "cem"):
         out = dpnv.run(method, "standard", seed=0, budget=40, hidden=1, until="train")
         popsize = dpnv.OPTIONS[method]["popsize"]
